@@ -1,0 +1,236 @@
+"""Datasets: folders of Parquet shards plus `_manifest.json`, written atomically.
+
+All file access goes through pyarrow's filesystem layer (`resolve`), so a local path and an
+S3-compatible URI (`s3://bucket/prefix`) are handled by the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from curation.errors import InputDataError, StepError
+
+ID = "id"
+TEXT = "text"
+STAGE = "stage"
+REASON = "reason"
+SYNTHETIC_SOURCE = "synthetic_source_id"
+MANIFEST = "_manifest.json"
+SHARD_FMT = "part-{:05d}.parquet"
+COMPRESSION = "zstd"
+
+
+def resolve(path: str) -> tuple[pafs.FileSystem, str]:
+    """Return (filesystem, path inside it) for a local path or a URI."""
+    if "://" in path:
+        fs, inner = pafs.FileSystem.from_uri(path)
+        return fs, inner.rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder on some filesystem; joins stay on the same filesystem."""
+
+    fs: pafs.FileSystem
+    path: str
+
+    @classmethod
+    def of(cls, path: str) -> Location:
+        fs, inner = resolve(path)
+        return cls(fs, inner)
+
+    def join(self, *parts: str) -> Location:
+        return Location(self.fs, "/".join([self.path.rstrip("/"), *parts]))
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.fs.get_file_info(self.path).type == pafs.FileType.Directory
+
+    def mkdir(self) -> None:
+        self.fs.create_dir(self.path, recursive=True)
+
+    def list(self, suffix: str = "", recursive: bool = False) -> list[str]:
+        """Sorted names (relative paths when recursive) of files ending with suffix; hidden ones skipped."""
+        if not self.is_dir():
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=recursive))
+        out = []
+        for info in infos:
+            if info.type != pafs.FileType.File:
+                continue
+            rel = info.path[len(self.path.rstrip("/")) + 1 :]
+            if any(part.startswith((".", "_")) for part in rel.split("/")):
+                continue
+            if rel.endswith(suffix):
+                out.append(rel)
+        return sorted(out)
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as f:
+            return bytes(f.read())
+
+    def read_json(self) -> Any:
+        return json.loads(self.read_bytes().decode("utf-8"))
+
+    def write_bytes_atomic(self, data: bytes) -> None:
+        """Write to a temporary sibling, then rename: readers never see a half-written file."""
+        parent = self.path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{self.path.rsplit('/', 1)[-1]}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, self.path)
+
+    def write_json_atomic(self, obj: Any) -> None:
+        self.write_bytes_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
+
+    def delete_dir(self) -> None:
+        if self.exists():
+            self.fs.delete_dir(self.path)
+
+
+def shard_name(index: int) -> str:
+    return SHARD_FMT.format(index)
+
+
+def shard_index(name: str) -> int:
+    return int(name.rsplit("/", 1)[-1].split("-")[1].split(".")[0])
+
+
+def write_table_atomic(loc: Location, table: pa.Table) -> int:
+    """Write a Parquet file atomically; returns its size in bytes."""
+    parent = loc.path.rsplit("/", 1)[0]
+    loc.fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{loc.path.rsplit('/', 1)[-1]}"
+    pq.write_table(table, tmp, filesystem=loc.fs, compression=COMPRESSION)
+    loc.fs.move(tmp, loc.path)
+    return int(loc.fs.get_file_info(loc.path).size or 0)
+
+
+def read_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file; corrupt or truncated files raise InputDataError naming the file."""
+    try:
+        return pq.read_table(loc.path, filesystem=loc.fs, columns=columns)
+    except FileNotFoundError:
+        raise StepError(f"{loc.path}: missing (did the previous step finish?)") from None
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputDataError(
+            f"{loc.path}: not a readable Parquet file ({msg}); replace or remove it and rerun"
+        ) from None
+
+
+def parquet_schema(loc: Location) -> pa.Schema:
+    try:
+        return pq.read_schema(loc.path, filesystem=loc.fs)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputDataError(
+            f"{loc.path}: not a readable Parquet file ({msg}); replace or remove it and rerun"
+        ) from None
+
+
+def concat(tables: Iterable[pa.Table]) -> pa.Table:
+    tables = [t for t in tables]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def with_stage_reason(table: pa.Table, stage: str, reasons: list[str] | pa.Array) -> pa.Table:
+    """Rejected rows: the document's columns plus `stage` and `reason`."""
+    n = table.num_rows
+    for col in (STAGE, REASON):
+        if col in table.column_names:
+            table = table.drop_columns([col])
+    table = table.append_column(STAGE, pa.array([stage] * n, pa.string()))
+    return table.append_column(REASON, pa.array(reasons, pa.string()))
+
+
+class ShardedDataset:
+    """A dataset folder: `part-NNNNN.parquet` shards and an optional `_manifest.json`."""
+
+    def __init__(self, loc: Location) -> None:
+        self.loc = loc
+
+    @classmethod
+    def at(cls, path: str) -> ShardedDataset:
+        return cls(Location.of(path))
+
+    def shard_names(self) -> list[str]:
+        return [n for n in self.loc.list(".parquet") if n.startswith("part-")]
+
+    def shard(self, index: int) -> Location:
+        return self.loc.join(shard_name(index))
+
+    def read_shard(self, index: int, columns: list[str] | None = None) -> pa.Table:
+        return read_table(self.shard(index), columns)
+
+    def write_shard(self, index: int, table: pa.Table) -> int:
+        return write_table_atomic(self.shard(index), table)
+
+    def num_rows(self) -> int:
+        return sum(
+            pq.ParquetFile(self.loc.join(n).path, filesystem=self.loc.fs).metadata.num_rows
+            for n in self.shard_names()
+        )
+
+    def read_all(self, columns: list[str] | None = None) -> pa.Table:
+        return concat(read_table(self.loc.join(n), columns) for n in self.shard_names())
+
+    def write_manifest(self, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+        shards = []
+        schema: pa.Schema | None = None
+        for name in self.shard_names():
+            meta = pq.ParquetFile(self.loc.join(name).path, filesystem=self.loc.fs).metadata
+            shards.append({"name": name, "rows": meta.num_rows})
+            if schema is None:
+                schema = meta.schema.to_arrow_schema()
+        manifest = {
+            "format": "parquet",
+            "shards": shards,
+            "rows": sum(s["rows"] for s in shards),
+            "schema": {f.name: str(f.type) for f in schema} if schema is not None else {},
+            "lineage": lineage or {},
+        }
+        self.loc.join(MANIFEST).write_json_atomic(manifest)
+        return manifest
+
+
+@dataclass(frozen=True)
+class RankMarker:
+    """Completion marker of one rank of one step: `_done/<step>/rank-i-of-n.json`."""
+
+    root: Location
+    step: str
+
+    def _loc(self, rank: int, world_size: int) -> Location:
+        return self.root.join("_done", self.step, f"rank-{rank:05d}-of-{world_size:05d}.json")
+
+    def is_done(self, rank: int, world_size: int) -> bool:
+        return self._loc(rank, world_size).exists()
+
+    def mark(self, rank: int, world_size: int, stats: dict[str, Any]) -> None:
+        self._loc(rank, world_size).write_json_atomic(stats)
+
+    def read(self, rank: int, world_size: int) -> dict[str, Any]:
+        data: dict[str, Any] = self._loc(rank, world_size).read_json()
+        return data
+
+    def all_done(self, world_size: int) -> bool:
+        return all(self.is_done(r, world_size) for r in range(world_size))
+
+    def clear(self) -> None:
+        self.root.join("_done", self.step).delete_dir()

@@ -1,0 +1,142 @@
+"""Planning: a spec becomes an ordered list of steps, each run as `world_size` ranks.
+
+This module is pure (pydantic + stdlib): the operator imports it to build one Indexed Job per
+step, the local runner to drive its process pool. Step names per stage type live here so that
+planning never imports the stage implementations (which load torch lazily).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+from curation.errors import SpecError
+from curation.spec import PipelineSpec, StageType
+
+
+class StepKind(StrEnum):
+    MAP = "map"  # each rank takes shards i with i % world_size == rank
+    REDUCE = "reduce"  # each rank takes one partition of intermediate files
+    GLOBAL = "global"  # a single rank sees everything (small aggregated data only)
+
+
+INGEST = "ingest"
+FINALIZE = "finalize"
+RESERVED_STAGE_NAMES = {INGEST, FINALIZE}
+
+# stage type -> ordered (step name, kind, uses the stage's GPUs). The last step writes the
+# stage's output dataset and its rejected rows.
+STEP_TABLE: dict[str, list[tuple[str, StepKind, bool]]] = {
+    StageType.EXACT_DEDUP: [
+        ("hash", StepKind.MAP, False),
+        ("select", StepKind.REDUCE, False),
+        ("filter", StepKind.MAP, False),
+    ],
+    StageType.MINHASH_DEDUP: [
+        ("signatures", StepKind.MAP, False),
+        ("buckets", StepKind.REDUCE, False),
+        ("components", StepKind.GLOBAL, False),
+        ("filter", StepKind.MAP, False),
+    ],
+    StageType.HEURISTIC_FILTER: [("filter", StepKind.MAP, False)],
+    StageType.QUALITY_SCORE: [
+        ("score", StepKind.MAP, True),
+        ("threshold", StepKind.GLOBAL, False),
+        ("filter", StepKind.MAP, False),
+    ],
+    StageType.SEMANTIC_DEDUP: [
+        ("embed", StepKind.MAP, True),
+        ("kmeans", StepKind.GLOBAL, True),
+        ("dedup", StepKind.REDUCE, True),
+        ("filter", StepKind.MAP, False),
+    ],
+    StageType.REDUNDANCY_CONTROL: [
+        ("embed", StepKind.MAP, True),
+        ("kmeans", StepKind.GLOBAL, True),
+        ("prune", StepKind.REDUCE, False),
+        ("filter", StepKind.MAP, False),
+    ],
+    StageType.REPHRASE: [("generate", StepKind.MAP, True)],
+    StageType.CURRICULUM: [
+        ("score", StepKind.MAP, False),
+        ("order", StepKind.GLOBAL, False),
+        ("write", StepKind.MAP, False),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the plan; `id` is what `thresher worker --step` takes."""
+
+    id: str
+    stage: str
+    stage_type: str
+    step: str
+    kind: StepKind
+    world_size: int
+    gpus: int
+    index: int  # position of the stage: 0 ingest, 1..n stages, n+1 finalize
+    writes_output: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def stage_dir_name(index: int, stage: str) -> str:
+    return f"{index:02d}-{stage}"
+
+
+def plan_steps(spec: PipelineSpec) -> list[Step]:
+    """The ordered steps of a pipeline. Depends only on the spec, never on the data."""
+    steps: list[Step] = [
+        Step(f"{INGEST}.read", INGEST, INGEST, "read", StepKind.MAP, spec.parallelism, 0, 0, True)
+    ]
+    for i, stage in enumerate(spec.stages, start=1):
+        name = stage.stage_name
+        if name in RESERVED_STAGE_NAMES:
+            raise SpecError(f"spec.stages[{i - 1}].name: '{name}' is reserved; choose another name")
+        table = STEP_TABLE[stage.type]
+        ranks = stage.parallelism or spec.parallelism
+        for j, (step, kind, gpu) in enumerate(table):
+            world = 1 if kind == StepKind.GLOBAL else ranks
+            steps.append(
+                Step(
+                    id=f"{name}.{step}",
+                    stage=name,
+                    stage_type=str(stage.type),
+                    step=step,
+                    kind=kind,
+                    world_size=world,
+                    gpus=stage.resources.gpus if gpu else 0,
+                    index=i,
+                    writes_output=j == len(table) - 1,
+                )
+            )
+    steps.append(
+        Step(f"{FINALIZE}.write", FINALIZE, FINALIZE, "write", StepKind.GLOBAL, 1, 0, len(spec.stages) + 1, False)
+    )
+    return steps
+
+
+def find_step(spec: PipelineSpec, step_id: str) -> Step:
+    steps = plan_steps(spec)
+    for step in steps:
+        if step.id == step_id:
+            return step
+    raise SpecError(f"unknown step '{step_id}'; this spec's steps are: {', '.join(s.id for s in steps)}")
+
+
+def data_fingerprint(spec: PipelineSpec) -> str:
+    """Hash of everything that changes the data (not cluster settings such as image or suspend)."""
+    doc = spec.model_dump(
+        mode="json",
+        by_alias=True,
+        include={"input", "output", "models", "stages", "parallelism"},
+    )
+    doc["output"] = {"rowsPerShard": doc["output"].get("rowsPerShard")}
+    for stage in doc["stages"]:
+        stage.pop("resources", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]

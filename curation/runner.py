@@ -1,0 +1,121 @@
+"""The local runner: every step of the plan on one machine, ranks in a process pool.
+
+Resumable: ranks with a completion marker are skipped, so rerunning after a crash (or a
+Ctrl-C) continues where it stopped and produces the same output.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from typing import Any
+
+from curation.dataset import RankMarker
+from curation.errors import CurationError
+from curation.executor import claim_output, run_rank
+from curation.layout import RunLayout
+from curation.plan import Step, plan_steps
+from curation.spec import PipelineSpec
+
+MODEL_STAGES = {"quality-score", "semantic-dedup", "redundancy-control", "rephrase"}
+
+
+def preflight(spec: PipelineSpec) -> None:
+    """Checks that need the data but not the work: fail before anything is written."""
+    from curation.dataset import Location
+    from curation.errors import SpecError
+    from curation.stages.ingest import count_input_rows, list_input_files
+
+    inp, out = Location.of(spec.input.path), Location.of(spec.output.path)
+    if type(inp.fs) is type(out.fs):
+        a, b = inp.path.rstrip("/") + "/", out.path.rstrip("/") + "/"
+        if a.startswith(b) or b.startswith(a):
+            raise SpecError(
+                f"output.path {spec.output.path} and input.path {spec.input.path} overlap; "
+                "the output must be outside the input (the input is never modified)"
+            )
+    list_input_files(spec)
+    if count_input_rows(spec) == 0:
+        from curation.errors import InputDataError
+
+        raise InputDataError(f"input.path {spec.input.path}: the dataset is empty (0 documents)")
+
+
+def _run_one(spec_json: str, step_id: str, rank: int, world_size: int) -> dict[str, Any]:
+    spec = PipelineSpec.model_validate_json(spec_json)
+    return run_rank(spec, step_id, rank, world_size)
+
+
+def _pool_context(step: Step) -> Any:
+    # Model stages load torch: fork after torch has threads is unsafe, so spawn fresh processes.
+    return mp.get_context("spawn" if step.stage_type in MODEL_STAGES else "fork")
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the whole pipeline; returns the summary."""
+    preflight(spec)
+    claim_output(spec)
+    layout = RunLayout.of(spec.output.path)
+    workers = max(1, workers or os.cpu_count() or 1)
+    steps = plan_steps(spec)
+    spec_json = spec.model_dump_json(by_alias=True)
+    bar = _progress(len(steps), progress)
+    for step in steps:
+        marker = RankMarker(layout.work, step.id)
+        todo = [r for r in range(step.world_size) if not marker.is_done(r, step.world_size)]
+        started = time.monotonic()
+        if bar is not None:
+            bar.set_description(f"{step.id:<28}")
+        if len(todo) == 1 or workers == 1:
+            for rank in todo:
+                run_rank(spec, step.id, rank, step.world_size)
+        elif todo:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_pool_context(step)) as pool:
+                futures = [pool.submit(_run_one, spec_json, step.id, r, step.world_size) for r in todo]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for fut in futures:
+                    if fut.done() and fut.exception() is not None:
+                        for other in futures:
+                            other.cancel()
+                        raise fut.exception()  # type: ignore[misc]
+                for fut in futures:
+                    fut.result()
+        if bar is not None:
+            bar.set_postfix_str(f"{time.monotonic() - started:.1f}s")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    summary: dict[str, Any] = layout.summary.read_json()
+    return summary
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+
+def describe_summary(summary: dict[str, Any]) -> str:
+    """The lines `thresher run` prints at the end."""
+    t = summary["totals"]
+    lines = [
+        f"{t['input_docs']:,} documents in -> {t['real_output_docs']:,} kept ({t['kept_fraction']:.1%}), "
+        f"{t['rejected_docs']:,} rejected, {t['synthetic_docs']:,} synthetic; conservation holds",
+    ]
+    for s in summary["stages"]:
+        removed = ", ".join(f"{k} {v:,}" for k, v in sorted(s.get("removed", {}).items())) or "nothing removed"
+        lines.append(f"  {s['name']:<20} {s.get('docs_in', 0):>8,} -> {s.get('docs_out', 0):>8,}  "
+                     f"{s.get('seconds', 0):6.1f}s  {removed}")
+    return "\n".join(lines)
+
+
+__all__ = ["CurationError", "describe_summary", "preflight", "run_pipeline"]

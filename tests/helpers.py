@@ -1,0 +1,52 @@
+"""Shared test helpers: tiny datasets and running a whole pipeline through the executor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.dataset import ShardedDataset
+from curation.executor import run_rank
+from curation.plan import plan_steps
+from curation.spec import PipelineSpec, parse_spec
+
+
+def write_docs(folder: Path, texts: list[str], shards: int = 2, ids: list[str] | None = None,
+               text_field: str = "text", id_field: str = "doc_id", extra: dict[str, list[Any]] | None = None) -> Path:
+    """Write documents round-robin into `shards` Parquet files; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = ids or [f"d{i:05d}" for i in range(len(texts))]
+    for s in range(shards):
+        rows = list(range(s, len(texts), shards))
+        cols: dict[str, Any] = {id_field: [ids[i] for i in rows], text_field: [texts[i] for i in rows]}
+        for name, values in (extra or {}).items():
+            cols[name] = [values[i] for i in rows]
+        pq.write_table(pa.table(cols), folder / f"input-{s:03d}.parquet")
+    return folder
+
+
+def make_spec(input_dir: Path, output_dir: Path, stages: list[dict[str, Any]], **kw: Any) -> PipelineSpec:
+    doc: dict[str, Any] = {
+        "input": {"path": str(input_dir), "idField": "doc_id"},
+        "output": {"path": str(output_dir)},
+        "stages": stages,
+        **kw,
+    }
+    return parse_spec(doc)
+
+
+def run_all(spec: PipelineSpec) -> dict[str, Any]:
+    """Every rank of every step, in order, in this process."""
+    for step in plan_steps(spec):
+        for rank in range(step.world_size):
+            run_rank(spec, step.id, rank, step.world_size)
+    summary: dict[str, Any] = json.loads((Path(spec.output.path) / "summary.json").read_text())
+    return summary
+
+
+def output_rows(output_dir: Path | str, sub: str = "data") -> list[dict[str, Any]]:
+    return ShardedDataset.at(str(Path(output_dir) / sub)).read_all().to_pylist()
