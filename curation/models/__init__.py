@@ -1,0 +1,1 @@
+"""Model loading and inference helpers (torch/transformers imported lazily)."""
