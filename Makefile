@@ -28,6 +28,7 @@ test: $(VENV)/.full cluster-binaries
 	$(PY) -m pytest tests
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check curation operator tests bench
+	$(VENV)/bin/mypy
 
 test-fast: $(VENV)/.full
 	$(PY) -m pytest tests -m "not cluster and not model"

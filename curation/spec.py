@@ -129,7 +129,7 @@ class _StageBase(CamelModel):
 
     @property
     def stage_name(self) -> str:
-        return self.name or str(getattr(self, "type"))
+        return self.name or str(getattr(self, "type"))  # noqa: B009 (set by each subclass)
 
 
 class ExactDedupStage(_StageBase):
