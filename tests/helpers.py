@@ -22,7 +22,8 @@ def write_docs(folder: Path, texts: list[str], shards: int = 2, ids: list[str] |
     ids = ids or [f"d{i:05d}" for i in range(len(texts))]
     for s in range(shards):
         rows = list(range(s, len(texts), shards))
-        cols: dict[str, Any] = {id_field: [ids[i] for i in rows], text_field: [texts[i] for i in rows]}
+        cols: dict[str, Any] = {id_field: pa.array([ids[i] for i in rows], pa.string()),
+                                text_field: pa.array([texts[i] for i in rows], pa.string())}
         for name, values in (extra or {}).items():
             cols[name] = [values[i] for i in rows]
         pq.write_table(pa.table(cols), folder / f"input-{s:03d}.parquet")

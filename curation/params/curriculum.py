@@ -8,14 +8,22 @@ from pydantic import Field
 
 from curation.params.base import CamelModel
 
+BUILTIN_SIGNALS = ("length", "words", "compression_ratio")
+
 
 class CurriculumParams(CamelModel):
-    """Orders kept documents by a numeric signal and writes ordered shards plus a mixture manifest."""
+    """Orders kept documents by a numeric signal and writes ordered shards plus a mixture manifest.
 
-    signal: str = "length"
+    Nothing is rejected: every document is written once, with two added columns,
+    `curriculum_signal` (float64) and `curriculum_position` (int64, 0-based rank in the order)."""
+
+    signal: str = Field(default="length", min_length=1)
     """Column to order by. Built-in signals computed when absent: `length` (characters),
-    `words`, `compression_ratio` (zlib compressed/raw size, a difficulty proxy). Any numeric column
-    written by an earlier stage (e.g. `quality_score`, `perplexity`) can be named too."""
+    `words` (whitespace-separated words), `compression_ratio` (zlib level-6 compressed size over
+    UTF-8 size, a difficulty proxy: repetitive text compresses well). Any numeric column written
+    by an earlier stage (e.g. `quality_score`, `perplexity`) can be named too; a column that does
+    not exist is an error listing the available ones. Documents with a null or NaN signal count as
+    the hardest: last in `ascending` and `descending` order, in the last bucket when `interleaved`."""
 
     order: Literal["ascending", "descending", "interleaved"] = "ascending"
     """`ascending`/`descending` sort globally; `interleaved` splits the range into `buckets` quantile
@@ -23,10 +31,12 @@ class CurriculumParams(CamelModel):
     output sees every difficulty level."""
 
     buckets: int = Field(default=4, ge=1, le=1000)
-    """Number of quantile buckets (used by `interleaved`, and reported in the mixture manifest)."""
+    """Number of quantile buckets (equal document counts, by rank of the signal), used by
+    `interleaved` and reported in the mixture manifest for every order."""
 
     rows_per_shard: int = Field(default=50_000, ge=1)
-    """Rows per ordered output shard."""
+    """Rows per ordered output shard; the stage writes ceil(documents / rowsPerShard) shards."""
 
     seed: int = Field(default=0, ge=0)
-    """Seed for tie-breaking and round-robin within buckets (fixed seed = identical order)."""
+    """Seed of the hash that breaks ties and orders documents inside an interleaved bucket
+    (hash of the document id: a fixed seed gives the identical order at any parallelism)."""

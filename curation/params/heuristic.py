@@ -12,7 +12,7 @@ Shared definitions (what the rules measure):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -57,7 +57,9 @@ class GopherQualityRules(CamelModel):
     min_stop_words: int = Field(default=2, ge=0)
     """Fewest occurrences of the stop words (words lowercased, surrounding punctuation trimmed)."""
 
-    stop_words: list[str] = Field(default_factory=lambda: list(GOPHER_STOP_WORDS))
+    stop_words: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=lambda: list(GOPHER_STOP_WORDS), max_length=1000
+    )
     """The stop words counted by `minStopWords` (Gopher: the, be, to, of, and, that, have, with)."""
 
 
@@ -114,10 +116,10 @@ class C4Rules(CamelModel):
     The paper's page-level rules reject documents: `lorem ipsum`, a curly bracket, a word from a
     bad-words list, too few sentences. Its line-level rules (keep only lines that end in terminal
     punctuation, have enough words, do not mention javascript or a cookie/terms policy) rewrite
-    text rather than select documents, so they are off by default (`lineRemoval: off`), as in the
-    FineWeb ablations that found the terminal-punctuation rule removes too much. Counts follow the
-    reference implementation that built C4 (TensorFlow Datasets `c4_utils`, also DataTrove and
-    Dolma): at least 5 sentences and 3 words per line; the paper's text states 3 and 5."""
+    text rather than select documents, so they are off by default (`lineRemoval: off`); FineWeb
+    also found the terminal-punctuation rule removes too much good text. Counts are the paper's and
+    those of the code that built C4 (TensorFlow Datasets `c4_utils`): at least 3 sentences and 5
+    words per line (DataTrove's C4 filter defaults to the reverse, 5 sentences and 3 words)."""
 
     enabled: bool = True
     """Apply this rule family."""
@@ -128,11 +130,13 @@ class C4Rules(CamelModel):
     filter_curly_bracket: bool = True
     """Reject documents containing `{` (code and templates)."""
 
-    min_sentences: int = Field(default=5, ge=0)
+    min_sentences: int = Field(default=3, ge=0)
     """Fewest sentences (runs of `.`, `!` or `?` followed by whitespace or the end). Counted on the
     cleaned text when line removal is on."""
 
-    bad_words: list[str] = []
+    bad_words: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=2000
+    )
     """Reject documents containing any of these words (lowercased, punctuation-trimmed tokens).
     C4 used the "List of Dirty, Naughty, Obscene or Otherwise Bad Words"; none is shipped: supply
     your own list."""
@@ -143,14 +147,15 @@ class C4Rules(CamelModel):
     cleaned text and `c4_lines_removed` records how many lines were dropped. A document left with
     no line is rejected as `c4:no-lines-left`."""
 
-    min_words_per_line: int = Field(default=3, ge=0)
+    min_words_per_line: int = Field(default=5, ge=0)
     """Line removal: drop lines with fewer words."""
 
     max_word_length: int = Field(default=1000, ge=1)
     """Line removal: drop lines holding a longer word."""
 
     require_terminal_punct: bool = True
-    """Line removal: drop lines not ending in `.`, `!`, `?`, `"` or `'`."""
+    """Line removal: drop lines not ending in `.`, `!`, `?` or a closing double quote (and lines
+    ending in an ellipsis)."""
 
     drop_javascript_lines: bool = True
     """Line removal: drop lines mentioning "javascript"."""

@@ -1,0 +1,407 @@
+"""The heuristic filter: Gopher quality, Gopher repetition, C4 and FineWeb rules."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import heapq
+import inspect
+import os
+import random
+import shutil
+import subprocess
+import textwrap
+import unittest
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.params.heuristic import HeuristicFilterParams
+from curation.stages.heuristic import evaluate, evaluate_column
+from curation.stages.heuristic_rules import (
+    TextBatch,
+    c4_clean_lines,
+    fineweb_measures,
+    first_failures,
+    gopher_quality_measures,
+    gopher_repetition_measures,
+)
+from tests.helpers import make_spec, output_rows, run_all, write_docs
+
+# Real human prose: documentation written by Python's developers (some contain short code).
+PROSE = [
+    inspect.getdoc(obj) or ""
+    for obj in (
+        argparse,
+        subprocess.Popen,
+        unittest.TestCase,
+        textwrap.TextWrapper,
+        heapq,
+        copy,
+        difflib.SequenceMatcher,
+        os.walk,
+        shutil.copytree,
+    )
+]
+SENTENCE = "The committee reviewed the proposal and agreed that the plan should go ahead with the changes."
+ALL_OFF: dict[str, Any] = {
+    family: {"enabled": False} for family in ("gopherQuality", "gopherRepetition", "c4", "fineweb")
+}
+
+
+def only(family: str, **rules: Any) -> HeuristicFilterParams:
+    """Params with one family enabled (and its rules overridden)."""
+    doc = {**ALL_OFF, family: {"enabled": True, **rules}}
+    return HeuristicFilterParams.model_validate(doc)
+
+
+def reason(text: str, params: HeuristicFilterParams | None = None) -> str | None:
+    return evaluate([text], params or HeuristicFilterParams())[0][0]
+
+
+def prose(i: int = 0) -> str:
+    """One real, clean document."""
+    return PROSE[i % len(PROSE)]
+
+
+# ---- the whole filter on real and typical bad documents -------------------------------------
+
+
+def test_real_prose_passes_every_rule_family() -> None:
+    reasons, _ = evaluate(PROSE, HeuristicFilterParams())
+    assert reasons == [None] * len(PROSE)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("asdfghjkl qwertyuiop zxcvbnm " * 30, "gopher-quality:stop-words"),
+        ("jjjjjjjjjjjjjjjjjjkkkkkk;;;;;;lllllll " * 80, "gopher-quality:max-mean-word-length"),
+        ("\n".join(f"- item number {i} blue cotton shirt" for i in range(40)), "gopher-quality:bullet-lines"),
+        (" ".join(f"#tag{i} and the #topic{i}" for i in range(40)), "gopher-quality:hash-ratio"),
+        (
+            " ".join(f"thinking about the {i} ... and wondering ..." for i in range(40)),
+            "gopher-quality:ellipsis-ratio",
+        ),
+        ("!!! ??? 123 456 @@@ the of " * 30 + prose(), "gopher-quality:alpha-words"),
+        ("Too short to be a real document.", "gopher-quality:min-words"),
+        (prose() + ("\nBuy cheap tickets now and save money today." * 30), "gopher-repetition:dup-line-frac"),
+        (prose() + " Lorem ipsum dolor sit amet, consectetur adipiscing elit.", "c4:lorem-ipsum"),
+        (prose() + " function f() { return 1; }", "c4:curly-bracket"),
+    ],
+    ids=[
+        "keyboard-mash",
+        "long-gibberish",
+        "bullet-list",
+        "hashtags",
+        "ellipses",
+        "symbols",
+        "short",
+        "repeated-lines",
+        "lorem-ipsum",
+        "curly-bracket",
+    ],
+)
+def test_typical_bad_documents_are_rejected_with_the_rule_name(text: str, expected: str) -> None:
+    assert reason(text) == expected
+
+
+def test_reasons_are_first_failing_rule_in_documented_order() -> None:
+    # Fails both min-words (quality) and lorem ipsum (c4): quality runs first.
+    assert reason("Lorem ipsum dolor sit amet.") == "gopher-quality:min-words"
+    assert reason("Lorem ipsum dolor sit amet.", only("c4")) == "c4:lorem-ipsum"
+    assert first_failures(3, [("a:x", _arr([True, False, False])), ("b:y", _arr([True, True, False]))]) == [
+        "a:x",
+        "b:y",
+        None,
+    ]
+
+
+def _arr(values: list[bool]) -> Any:
+    return np.array(values, dtype=bool)
+
+
+def test_disabled_family_does_nothing() -> None:
+    lorem = prose() + " Lorem ipsum dolor sit amet."
+    assert reason(lorem) == "c4:lorem-ipsum"
+    assert reason(lorem, HeuristicFilterParams.model_validate({"c4": {"enabled": False}})) is None
+    assert reason("x", HeuristicFilterParams.model_validate(ALL_OFF)) is None
+
+
+def test_empty_and_whitespace_documents_are_rejected_not_crashing() -> None:
+    reasons, _ = evaluate(["", "   \n\n  ", prose()], HeuristicFilterParams())
+    assert reasons == ["gopher-quality:min-words", "gopher-quality:min-words", None]
+    assert evaluate([], HeuristicFilterParams())[0] == []
+
+
+# ---- Gopher quality ------------------------------------------------------------------------
+
+
+def test_gopher_quality_measures_count_words_stop_words_and_lines() -> None:
+    m = gopher_quality_measures(
+        TextBatch(["The cat and the dog ... #x\n- a list line\n- second", ""]),
+        HeuristicFilterParams().gopher_quality,
+    )
+    # words: The cat and the dog #x - a list line - second -> "..." and "-" are symbol-only
+    assert m["words"].tolist() == [10, 0]
+    assert m["stop_words"].tolist() == [3, 0]  # The, and, the (case-insensitive)
+    assert m["bullet_line_frac"][0] == pytest.approx(2 / 3)
+    assert m["hash_ratio"][0] == pytest.approx(1 / 10)
+
+
+def test_min_words_threshold_is_inclusive_and_configurable() -> None:
+    text = " ".join(["the", "of"] + ["word"] * 48)  # exactly 50 words
+    assert reason(text, only("gopherQuality")) is None
+    assert reason(text, only("gopherQuality", minWords=51)) == "gopher-quality:min-words"
+    assert reason(text, only("gopherQuality", maxWords=49)) == "gopher-quality:max-words"
+
+
+def test_stop_word_threshold_flips_the_decision() -> None:
+    text = " ".join(["the", "of"] + ["word"] * 60)
+    assert reason(text, only("gopherQuality")) is None
+    assert reason(text, only("gopherQuality", minStopWords=3)) == "gopher-quality:stop-words"
+    assert reason(text, only("gopherQuality", stopWords=["cat"])) == "gopher-quality:stop-words"
+
+
+# ---- Gopher repetition ---------------------------------------------------------------------
+
+
+def test_duplicate_line_fraction_at_threshold_is_kept() -> None:
+    lines = [f"line {i} of the text says something new" for i in range(7)] + ["this repeats"] * 3
+    text = "\n".join(lines)  # 10 lines, 2 repeat an earlier one: 0.2
+    m = gopher_repetition_measures(TextBatch([text]), HeuristicFilterParams().gopher_repetition)
+    assert m["dup_line_frac"][0] == pytest.approx(0.2)
+    lines_only = {"maxDupLineCharFrac": 1.0, "maxTopNgramCharFrac": {}, "maxDupNgramCharFrac": {}}
+    assert reason(text, only("gopherRepetition", maxDupLineFrac=0.2, **lines_only)) is None
+    assert reason(text, only("gopherRepetition", maxDupLineFrac=0.19, **lines_only)) == (
+        "gopher-repetition:dup-line-frac"
+    )
+
+
+def test_duplicate_paragraphs_are_caught() -> None:
+    para = "A paragraph that someone pasted twice into the page by mistake."
+    other = "\n".join(f"Line {i} of a long paragraph about the weather in the mountains." for i in range(12))
+    text = "\n\n".join([para, other, para, para])  # 2 of 4 paragraphs repeat, but only 2 of 15 lines
+    m = gopher_repetition_measures(TextBatch([text]), HeuristicFilterParams().gopher_repetition)
+    assert m["dup_para_frac"][0] == pytest.approx(2 / 4)
+    assert m["dup_line_frac"][0] == pytest.approx(2 / 15)
+    assert reason(text, only("gopherRepetition")) == "gopher-repetition:dup-para-frac"
+
+
+def test_repeated_ngrams_are_caught() -> None:
+    spam = "best cheap hotel deals in town " * 30
+    assert reason(prose(1) + " " + spam, only("gopherRepetition")).startswith("gopher-repetition:top-")
+    rules = only("gopherRepetition", maxTopNgramCharFrac={}).gopher_repetition
+    assert reason(prose(1) + " " + spam, only("gopherRepetition", maxTopNgramCharFrac={})) == (
+        "gopher-repetition:dup-5gram-char-frac"
+    )
+    assert rules.max_dup_ngram_char_frac[10] == 0.10
+
+
+def _naive_ngram_fractions(words: list[str], n: int) -> tuple[float, float]:
+    """The definitions, written the slow obvious way."""
+    total = sum(map(len, words))
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    repeated = [(c, sum(map(len, g))) for g, c in counts.items() if c >= 2]
+    top = max(repeated, default=(0, 0))
+    seen: set[tuple[str, ...]] = set()
+    covered = [False] * len(words)
+    for i, g in enumerate(grams):
+        if g in seen:
+            covered[i : i + n] = [True] * n
+        seen.add(g)
+    dup = sum(len(w) for w, c in zip(words, covered, strict=True) if c)
+    return (top[0] * top[1] / total if total else 0.0), (dup / total if total else 0.0)
+
+
+def test_vectorised_ngram_fractions_match_the_definition() -> None:
+    rng = random.Random(7)
+    vocab = ["a", "bb", "ccc", "dddd", "the", "of", "x"]
+    docs = [[rng.choice(vocab[: rng.randint(2, 7)]) for _ in range(rng.randint(0, 60))] for _ in range(40)]
+    docs.append(["same", "words", "again"] * 10)
+    rules = HeuristicFilterParams().gopher_repetition
+    m = gopher_repetition_measures(TextBatch([" ".join(d) for d in docs]), rules)
+    for i, words in enumerate(docs):
+        for n in (2, 3, 4):
+            assert m[f"top_{n}gram_char_frac"][i] == pytest.approx(_naive_ngram_fractions(words, n)[0]), (
+                i,
+                n,
+            )
+        for n in (5, 7, 10):
+            assert m[f"dup_{n}gram_char_frac"][i] == pytest.approx(_naive_ngram_fractions(words, n)[1]), (
+                i,
+                n,
+            )
+
+
+# ---- C4 ------------------------------------------------------------------------------------
+
+
+def test_c4_min_sentences_boundary() -> None:
+    text = " ".join(f"Sentence number {i} ends here." for i in range(3))
+    assert reason(text, only("c4")) is None
+    assert reason(text, only("c4", minSentences=4)) == "c4:min-sentences"
+
+
+def test_c4_bad_words_list_is_user_supplied() -> None:
+    text = prose() + " That was a Darn good idea!"
+    assert reason(text, only("c4")) is None
+    assert reason(text, only("c4", badWords=["darn"])) == "c4:bad-word"
+    assert reason(text, only("c4", badWords=["good idea"])) == "c4:bad-word"
+
+
+def test_c4_line_removal_keeps_only_sentence_lines() -> None:
+    text = (
+        "Home | About | Contact\nThis line is a proper sentence.\nEnable JavaScript to view this site.\n"
+        "We use cookies. Read our privacy policy.\nAnother line that is fine!"
+    )
+    cleaned = c4_clean_lines(TextBatch([text]), HeuristicFilterParams().c4)
+    assert cleaned.text.to_pylist() == ["This line is a proper sentence.\nAnother line that is fine!"]
+    assert cleaned.lines_removed.tolist() == [3]
+
+
+def test_c4_line_removal_is_recorded_as_annotation() -> None:
+    text = (
+        "\n".join(f"Sentence {i} is on a line of its own." for i in range(6)) + "\nShare on Facebook\nClick"
+    )
+    reasons, cleaning = evaluate([text, "nothing useful here"], only("c4", lineRemoval="annotate"))
+    assert reasons == [None, "c4:no-lines-left"]
+    assert cleaning is not None
+    assert cleaning.lines_removed.tolist() == [2, 1]
+    assert cleaning.text.to_pylist()[0] == text.rsplit("\nShare", 1)[0]
+
+
+# ---- FineWeb -------------------------------------------------------------------------------
+
+
+def test_fineweb_rejects_navigation_menus_and_lists() -> None:
+    menu = "\n".join(["Home", "Products", "About us", "Contact", "Login"] * 3 + [SENTENCE])
+    assert reason(menu, only("fineweb")) == "fineweb:line-punct-ratio"
+    short_lines = "\n".join([f"Item {i}." for i in range(10)] + [SENTENCE] * 2)
+    assert reason(short_lines, only("fineweb", maxDupLineCharFrac=1.0)) == "fineweb:short-line-ratio"
+
+
+def test_fineweb_measures_and_thresholds() -> None:
+    lines = [f"Line {i} is a complete sentence that is long enough." for i in range(8)] + [
+        "no stop",
+        "no stop",
+    ]
+    text = "\n".join(lines)
+    m = fineweb_measures(TextBatch([text]), HeuristicFilterParams().fineweb)
+    assert m["line_punct_frac"][0] == pytest.approx(0.8)
+    assert m["short_line_frac"][0] == pytest.approx(0.2)
+    assert m["dup_line_char_frac"][0] == pytest.approx(len("no stop") / sum(map(len, lines)))
+    assert reason(text, only("fineweb", maxDupLineCharFrac=0.1)) is None
+    assert reason(text, only("fineweb", maxDupLineCharFrac=0.01)) == "fineweb:dup-line-char-frac"
+    assert reason(text, only("fineweb", minLinePunctFrac=0.81)) == "fineweb:line-punct-ratio"
+    assert reason(text, only("fineweb", maxNewlineWordRatio=0.05)) == "fineweb:list-ratio"
+
+
+# ---- params --------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_published_thresholds() -> None:
+    p = HeuristicFilterParams()
+    assert (p.gopher_quality.min_words, p.gopher_quality.max_words) == (50, 100_000)
+    assert p.gopher_quality.stop_words == ["the", "be", "to", "of", "and", "that", "have", "with"]
+    assert p.gopher_repetition.max_top_ngram_char_frac == {2: 0.20, 3: 0.18, 4: 0.16}
+    assert p.fineweb.min_line_punct_frac == 0.12 and p.fineweb.max_short_line_frac == 0.67
+    assert p.c4.line_removal == "off"
+
+
+def test_ngram_sizes_are_validated() -> None:
+    with pytest.raises(ValueError, match="outside 1..32"):
+        HeuristicFilterParams.model_validate({"gopherRepetition": {"maxDupNgramCharFrac": {"0": 0.1}}})
+
+
+# ---- end to end ----------------------------------------------------------------------------
+
+
+def test_stage_end_to_end_keeps_prose_and_records_reasons(tmp_path: Path) -> None:
+    bad = ["Too short.", prose() + " Lorem ipsum dolor sit amet.", "\n".join(["Home", "Shop"] * 40)]
+    texts = PROSE + bad
+    spec = make_spec(
+        write_docs(tmp_path / "in", texts, shards=3),
+        tmp_path / "out",
+        [{"type": "heuristic-filter"}],
+        parallelism=2,
+    )
+    summary = run_all(spec)
+    kept = {r["doc_id"] for r in output_rows(tmp_path / "out")}
+    assert kept == {f"d{i:05d}" for i in range(len(PROSE))}
+    rejected = {r["doc_id"]: r["reason"] for r in output_rows(tmp_path / "out", "rejected")}
+    n = len(PROSE)
+    assert rejected == {
+        f"d{n:05d}": "gopher-quality:min-words",
+        f"d{n + 1:05d}": "c4:lorem-ipsum",
+        f"d{n + 2:05d}": "gopher-quality:stop-words",
+    }
+    stage = next(s for s in summary["stages"] if s["type"] == "heuristic-filter")
+    assert stage["removed"] == {
+        "gopher-quality:min-words": 1,
+        "gopher-quality:stop-words": 1,
+        "c4:lorem-ipsum": 1,
+    }
+    assert summary["conservation"]["holds"] is True
+    assert set(output_rows(tmp_path / "out")[0]) == {"doc_id", "text"}
+
+
+def unwrap(text: str) -> str:
+    """One line per paragraph, as web pages usually come."""
+    return "\n".join(" ".join(p.split()) for p in text.split("\n\n"))
+
+
+def test_stage_replace_mode_rewrites_text_and_counts_removed_lines(tmp_path: Path) -> None:
+    original = unwrap(prose(2)) + "\nShare on Facebook"
+    spec = make_spec(
+        write_docs(tmp_path / "in", [original], shards=1),
+        tmp_path / "out",
+        [{"type": "heuristic-filter", "params": {"c4": {"lineRemoval": "replace"}}}],
+    )
+    run_all(spec)
+    [row] = output_rows(tmp_path / "out")
+    lines = row["text"].split("\n")
+    assert "Share on Facebook" not in row["text"]
+    assert all(line.endswith((".", "!", "?", '"', "'")) for line in lines)
+    assert row["c4_lines_removed"] == len(original.split("\n")) - len(lines) >= 1
+
+
+def test_batched_evaluation_matches_one_batch() -> None:
+    texts = [unwrap(p) + "\nShare on Facebook" for p in PROSE] + ["Too short.", ""]
+    params = HeuristicFilterParams.model_validate({"c4": {"lineRemoval": "annotate"}})
+    whole, whole_cleaning = evaluate(texts, params)
+    column = pa.chunked_array([texts[:4], texts[4:]], pa.string())
+    batched, batched_cleaning = evaluate_column(column, params, batch_rows=3)
+    assert batched == whole
+    assert whole_cleaning is not None and batched_cleaning is not None
+    assert batched_cleaning.text.to_pylist() == whole_cleaning.text.to_pylist()
+    assert batched_cleaning.lines_removed.tolist() == whole_cleaning.lines_removed.tolist()
+
+
+def test_annotate_mode_end_to_end_with_an_empty_shard(tmp_path: Path) -> None:
+    texts = [unwrap(prose(5)) + "\nShare on Facebook", "Too short."]
+    (tmp_path / "in").mkdir()
+    for i, part in enumerate([texts, []]):
+        ids = [f"d{i}{j}" for j in range(len(part))]
+        pq.write_table(
+            pa.table({"doc_id": pa.array(ids, pa.string()), "text": pa.array(part, pa.string())}),
+            tmp_path / "in" / f"input-{i}.parquet",
+        )
+    spec = make_spec(
+        tmp_path / "in",
+        tmp_path / "out",
+        [{"type": "heuristic-filter", "params": {"c4": {"lineRemoval": "annotate"}}}],
+        parallelism=2,
+    )
+    summary = run_all(spec)
+    [row] = output_rows(tmp_path / "out")
+    assert row["text"] == texts[0]
+    assert row["c4_text"].split("\n")[-1] != "Share on Facebook" and row["c4_lines_removed"] >= 1
+    assert summary["conservation"]["holds"] is True
