@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: quickstart test test-fast lint cluster-binaries kind-e2e clean
+.PHONY: quickstart test test-fast lint cluster-binaries kind-e2e manifests clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,23 @@ cluster-binaries:
 	bash tests/cluster/setup.sh
 
 lint: $(VENV)/.full
-	$(VENV)/bin/ruff check curation operator tests bench
+	$(VENV)/bin/ruff check curation operator tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile
+	"$$(bash tests/cluster/setup.sh | tail -1)/helm" lint --strict helm/thresher
+	$(PY) scripts/sync-chart.py --check
+	scripts/render-manifests.sh --check
+
+## Regenerate the CRD from the spec models, the chart's copies, and manifests/ from the chart.
+manifests: $(VENV)/.core
+	$(VENV)/bin/thresher crd > manifests/crd/thresher.dev_curationjobs.yaml
+	$(PY) scripts/sync-chart.py
+	scripts/render-manifests.sh
+
+## Users only (needs docker + kind): a two-node kind cluster, image built and loaded, chart, e2e tests.
+kind-e2e:
+	bash scripts/kind-e2e.sh
 
 clean:
 	rm -rf out/ $(VENV)
