@@ -14,7 +14,8 @@ class ExactDedupParams(CamelModel):
 
     normalize: Literal["none", "whitespace", "full"] = "full"
     """How text is normalised before hashing: `none` (bytes as is), `whitespace` (collapse runs of
-    whitespace and strip), `full` (also lowercase, Unicode NFKC and strip punctuation)."""
+    whitespace and strip), `full` (also Unicode NFKC, lowercase, and remove punctuation and
+    symbols)."""
 
     keep: Literal["first", "longest"] = "first"
     """Which member of a duplicate group survives: `first` (lowest shard, then row) or `longest`."""
@@ -43,14 +44,17 @@ class MinHashParams(CamelModel):
     """Seed of the hash permutations (fixed seed = reproducible clusters)."""
 
     lowercase: bool = True
-    """Lowercase and strip punctuation before shingling."""
+    """Lowercase, and treat punctuation and symbols as word separators, before shingling. When false,
+    only whitespace separates words and case matters."""
 
     keep: Literal["first", "longest"] = "first"
-    """Which member of a duplicate component survives."""
+    """Which member of a duplicate cluster survives: `first` (lowest shard, then row) or `longest`
+    (most characters; ties by lowest shard, then row)."""
 
     verify_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """If set, candidate pairs are kept only if their signature agreement (estimated Jaccard)
-    is at least this value, which cuts false positives from single-band collisions."""
+    is at least this value, which cuts false positives from single-band collisions. Costs one more
+    intermediate file per shard (the full signatures) and reading it in the buckets step."""
 
     @property
     def num_perm(self) -> int:

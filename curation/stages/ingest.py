@@ -178,5 +178,6 @@ class IngestStage(Stage):
                 done = self.write_split(ctx, shard, table, reasons)
                 self.mark_shard(ctx, shard, done)
             total.add(done)
-        total.extra = {"files": len(files)}
+        if rank == 0:  # extras add up across ranks in the summary: count the files once
+            total.extra = {"files": len(files)}
         return total.to_dict()

@@ -1,0 +1,219 @@
+"""MinHash near-duplicate removal (FineWeb's recipe: word 5-grams, 14 bands x 8 rows).
+
+    signatures (map)     per shard: MinHash signatures (vectorised, `minhash_math`), one 64-bit
+                         hash per band; rows (band hash, key, length) go to partition
+                         band hash % P, one Parquet file per (partition, shard). With
+                         `verifyThreshold`, the full signatures are also kept per shard.
+    buckets (reduce)     rank r groups equal band hashes of its partition over all shards and links
+                         every member of a bucket to the bucket's smallest key (O(n) edges, not
+                         all pairs); optionally drops edges whose signatures agree less than
+                         `verifyThreshold`
+    components (global)  union-find over the edges only; one survivor per component (`keep`);
+                         the removal list (key, id of the survivor) sorted by key; cluster sizes
+    filter (map)         per shard: rejected rows get reason `near-duplicate` and `dup_of`
+
+Band hashes are seeded with the band index, so a bucket is identified by the hash alone and any
+partition count works: P is the stage's parallelism, larger than the number of bands if wanted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.dataset import ID, TEXT, read_table, write_table_atomic
+from curation.plan import find_step
+from curation.stages.base import Stage, StageStats, StepContext, doc_keys
+from curation.stages.exact_dedup import (
+    read_removals,
+    write_duplicates_split,
+    write_partitions,
+    write_removals,
+)
+from curation.stages.minhash_math import (
+    band_hashes,
+    connected_components,
+    signatures,
+    size_histogram,
+    survivors,
+)
+
+REASON = "near-duplicate"
+BAND_SCHEMA = pa.schema([("band_hash", pa.uint64()), ("key", pa.uint64()), ("length", pa.int64())])
+EDGE_SCHEMA = pa.schema(
+    [("u", pa.uint64()), ("v", pa.uint64()), ("u_length", pa.int64()), ("v_length", pa.int64())]
+)
+VERIFY_BLOCK = 1 << 16  # edges compared at once (x num_perm bytes)
+SLICE_DOCS = 1 << 16  # documents whose signatures are held at once (x num_perm x 4 bytes)
+REMOVALS = "removals.parquet"
+
+
+# ---- pure functions ----------------------------------------------------------------------------
+
+
+def bucket_edges(band_hash: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (member, bucket's smallest key) linking each bucket member to its first member.
+
+    Equal (member, first) pairs from several bands are kept once."""
+    order = np.lexsort((keys, band_hash))
+    h = band_hash[order]
+    start = np.ones(len(order), dtype=bool)
+    start[1:] = h[1:] != h[:-1]
+    first = np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))
+    member, head = order[~start], order[first[~start]]
+    if not len(member):
+        return member, head
+    pair_order = np.lexsort((keys[head], keys[member]))
+    member, head = member[pair_order], head[pair_order]
+    fresh = np.ones(len(member), dtype=bool)
+    fresh[1:] = (keys[member][1:] != keys[member][:-1]) | (keys[head][1:] != keys[head][:-1])
+    return member[fresh], head[fresh]
+
+
+def signature_agreement(sig_u: np.ndarray, sig_v: np.ndarray) -> np.ndarray:
+    """Fraction of equal signature values per pair: an unbiased estimate of Jaccard similarity."""
+    out = np.empty(len(sig_u), dtype=np.float64)
+    for i in range(0, len(sig_u), VERIFY_BLOCK):
+        out[i : i + VERIFY_BLOCK] = (sig_u[i : i + VERIFY_BLOCK] == sig_v[i : i + VERIFY_BLOCK]).mean(axis=1)
+    return out
+
+
+def _sig_array(column: pa.ChunkedArray, num_perm: int) -> np.ndarray:
+    arr = column.combine_chunks()
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint32)
+    return raw[arr.offset * num_perm : (arr.offset + len(arr)) * num_perm].reshape(-1, num_perm)
+
+
+# ---- the stage ---------------------------------------------------------------------------------
+
+
+class MinHashDedupStage(Stage):
+    type_name = "minhash-dedup"
+    steps = ("signatures", "buckets", "components", "filter")
+
+    def _sig_file(self, ctx: StepContext, shard: int) -> Any:
+        return ctx.scratch.join("sigs", f"s{shard:05d}.parquet")
+
+    def step_signatures(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        source = self.require_input(ctx)
+        p = self.params
+        for shard in ctx.shards_for(rank, world_size):
+            if self.shard_done(ctx, shard) is not None:
+                continue
+            texts = source.read_shard(shard, columns=[TEXT]).column(TEXT)
+            texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
+            bands, sigs = [np.zeros((0, p.bands), np.uint64)], [np.zeros((0, p.num_perm), np.uint32)]
+            for start in range(0, len(texts), SLICE_DOCS):  # bounds the signature matrix of big shards
+                part = signatures(texts.slice(start, SLICE_DOCS), p.ngram, p.num_perm, p.seed, p.lowercase)
+                bands.append(band_hashes(part, p.bands, p.rows_per_band))
+                if p.verify_threshold is not None:
+                    sigs.append(part)
+            lengths = pc.utf8_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
+            self._write_bands(ctx, shard, np.concatenate(bands), lengths, world_size)
+            if p.verify_threshold is not None:
+                matrix = np.ascontiguousarray(np.concatenate(sigs))
+                blob = pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(4 * p.num_perm), len(matrix), [None, pa.py_buffer(matrix.tobytes())]
+                )
+                write_table_atomic(self._sig_file(ctx, shard), pa.table({"sig": blob}))
+            self.mark_shard(ctx, shard, {"documents": len(texts)})
+        return StageStats().to_dict()
+
+    def _write_bands(
+        self, ctx: StepContext, shard: int, bands: np.ndarray, lengths: np.ndarray, partitions: int
+    ) -> None:
+        """Rows (band hash, key, length) of one shard, split by band hash % partitions."""
+        band_hash = bands.ravel()
+        rows = pa.table(
+            {
+                "band_hash": band_hash,
+                "key": np.repeat(doc_keys(shard, len(bands)), bands.shape[1]),
+                "length": np.repeat(lengths, bands.shape[1]),
+            },
+            schema=BAND_SCHEMA,
+        )
+        write_partitions(ctx, "signatures", shard, rows, band_hash % np.uint64(partitions), partitions)
+
+    def step_buckets(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        files = [ctx.partition_file("signatures", rank, s) for s in range(ctx.num_shards)]
+        table = pa.concat_tables([read_table(f) for f in files]) if files else BAND_SCHEMA.empty_table()
+        band_hash, keys, lengths = (table.column(c).to_numpy() for c in ("band_hash", "key", "length"))
+        member, head = bucket_edges(band_hash, keys)
+        stats = StageStats()
+        stats.extra = {"candidate_pairs": int(len(member))}
+        if self.params.verify_threshold is not None and len(member):
+            keep = self._verify(ctx, keys[member], keys[head]) >= self.params.verify_threshold
+            stats.extra["pairs_failed_verification"] = int((~keep).sum())
+            member, head = member[keep], head[keep]
+        edges = pa.table(
+            {"u": keys[member], "v": keys[head], "u_length": lengths[member], "v_length": lengths[head]},
+            schema=EDGE_SCHEMA,
+        )
+        write_table_atomic(ctx.scratch.join("buckets", f"r{rank:05d}.parquet"), edges)
+        return stats.to_dict()
+
+    def _verify(self, ctx: StepContext, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Signature agreement of each (u, v), loading only the signatures of the shards involved."""
+        num_perm = self.params.num_perm
+        nodes = np.unique(np.concatenate([u, v]))
+        shard_of = (nodes >> np.uint64(32)).astype(np.int64)
+        sig = np.empty((len(nodes), num_perm), dtype=np.uint32)
+        for shard in np.unique(shard_of).tolist():
+            mat = _sig_array(read_table(self._sig_file(ctx, shard)).column("sig"), num_perm)
+            here = shard_of == shard
+            sig[here] = mat[(nodes[here] & np.uint64(0xFFFFFFFF)).astype(np.int64)]
+        return signature_agreement(sig[np.searchsorted(nodes, u)], sig[np.searchsorted(nodes, v)])
+
+    def step_components(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        bucket_ranks = find_step(ctx.spec, f"{self.name}.buckets").world_size
+        files = [ctx.scratch.join("buckets", f"r{r:05d}.parquet") for r in range(bucket_ranks)]
+        edges = pa.concat_tables([read_table(f) for f in files])
+        u, v = edges.column("u").to_numpy(), edges.column("v").to_numpy()
+        stats = StageStats()
+        if not len(u):
+            write_removals(ctx.scratch.join("components", REMOVALS), np.zeros(0, np.uint64), [])
+            return stats.to_dict()
+        nodes, roots = connected_components(u, v)
+        lengths = None
+        if self.params.keep == "longest":
+            lengths = np.zeros(len(nodes), dtype=np.int64)
+            lengths[np.searchsorted(nodes, u)] = edges.column("u_length").to_numpy()
+            lengths[np.searchsorted(nodes, v)] = edges.column("v_length").to_numpy()
+        keepers = survivors(nodes, roots, lengths)
+        removed = nodes != keepers
+        dup_of = self._ids_of(ctx, keepers[removed])
+        write_removals(ctx.scratch.join("components", REMOVALS), nodes[removed], dup_of)
+        _, sizes = np.unique(roots, return_counts=True)
+        stats.extra = {"cluster_sizes": size_histogram(sizes), "clusters": int(len(sizes))}
+        return stats.to_dict()
+
+    def _ids_of(self, ctx: StepContext, keys: np.ndarray) -> pa.Array:
+        """Document ids of `keys`, reading only the `id` column of the shards they live in."""
+        wanted = np.unique(keys)
+        shard_of = (wanted >> np.uint64(32)).astype(np.int64)
+        ids = np.empty(len(wanted), dtype=object)
+        source = self.require_input(ctx)
+        for shard in np.unique(shard_of).tolist():
+            here = shard_of == shard
+            rows = (wanted[here] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            column = source.read_shard(shard, columns=[ID]).column(ID)
+            ids[here] = column.take(pa.array(rows)).to_numpy(zero_copy_only=False)
+        return pa.array(ids[np.searchsorted(wanted, keys)], pa.string())
+
+    def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        source = self.require_input(ctx)
+        files = [ctx.scratch.join("components", REMOVALS)]
+        total = StageStats()
+        for shard in ctx.shards_for(rank, world_size):
+            done = self.shard_done(ctx, shard)
+            if done is None:
+                rows, dup_of = read_removals(files, shard)
+                done = write_duplicates_split(
+                    self, ctx, shard, source.read_shard(shard), rows, dup_of, REASON
+                )
+                self.mark_shard(ctx, shard, done)
+            total.add(done)
+        return total.to_dict()

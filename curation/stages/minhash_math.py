@@ -1,0 +1,337 @@
+"""The math of MinHash deduplication, vectorised with numpy: shingles, signatures, bands, components.
+
+Nothing here loops in Python per word, shingle or hash. A batch of documents is lowercased by Arrow,
+separators become spaces (a byte lookup table for ASCII, a regular expression only for documents
+with non-ASCII bytes), and words are found with byte masks. Each word is hashed straight from the
+UTF-8 bytes with a polynomial prefix sum: the hash of bytes [s, e) is (G[e] - G[s]) * P^-s, with G
+the running sum of (byte+1) * P^t mod 2^64, so equal words hash equally wherever they are. A word
+n-gram ("shingle") is sum_k M_k * word_hash[i+k] mod 2^64, mixed. MinHash then evaluates all
+permutations h_k(x) = (a_k x + b_k) mod 2^64 (multiply-add-shift, strongly universal on 32-bit
+keys) as one (permutations x shingles) matrix per block and takes per-document minima with
+`np.minimum.reduceat`.
+
+Memory is bounded by construction: byte work happens in chunks of at most `SPAN_CHUNK` bytes and the
+permutation matrix in blocks of `MATRIX_BLOCK` shingles, so a 10 MB document costs a few arrays of
+its word count, never (shingles x permutations).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+U64 = np.uint64
+# Any odd 64-bit constant is invertible mod 2^64; this one is FNV's prime times a large odd mixer.
+POLY_BASE = 0x100000001B3 * 0x9E3779B97F4A7C15 % (1 << 64) | 1
+POLY_BASE_INV = pow(POLY_BASE, -1, 1 << 64)
+# Position multipliers of the words inside a shingle (odd, fixed: shingle hashes never change).
+_RNG = np.random.default_rng(0x5EED)
+SHINGLE_MULTIPLIERS = _RNG.integers(0, 1 << 63, size=32, dtype=np.uint64) * U64(2) + U64(1)
+SPAN_CHUNK = 1 << 20  # bytes hashed per prefix-sum pass; longer single words use xxh3
+MATRIX_BLOCK = 4096  # shingles per (permutations x shingles) block: ~3.5 MB of uint64 for 112 hashes
+BATCH_BYTES = 8 << 20  # text bytes normalised and shingled at once
+SPACE = 32
+ASCII_WHITESPACE = "\t\n\x0b\x0c\r "
+# Word separators with `lowercase`: Unicode separators, punctuation, symbols, ASCII whitespace
+# (RE2's \s) and vertical tab. Without it only whitespace separates words.
+SEPARATORS_RE = r"[\s\x0b\p{Z}\p{P}\p{S}]+"
+WHITESPACE_RE = r"[\s\x0b\p{Z}]+"
+
+
+def _ascii_table(strip_punctuation: bool) -> np.ndarray:
+    """Byte -> byte map turning ASCII separators into spaces: the ASCII part of the regexes above
+    (string.punctuation is exactly the ASCII characters of Unicode categories P and S)."""
+    table = np.arange(256, dtype=np.uint8)
+    for ch in ASCII_WHITESPACE + (string.punctuation if strip_punctuation else ""):
+        table[ord(ch)] = SPACE
+    return table
+
+
+ASCII_SEPARATORS = {True: _ascii_table(True), False: _ascii_table(False)}
+
+
+# ---- text to bytes ---------------------------------------------------------------------------
+
+
+def normalize_for_shingles(texts: pa.Array, lowercase: bool) -> pa.Array:
+    """Lowercase and turn punctuation and symbols into spaces (if `lowercase`); every separator
+    becomes one or more ASCII spaces, so words are the runs of non-space bytes."""
+    if lowercase:
+        texts = pc.utf8_lower(texts)
+    values, offsets = utf8_buffer(texts)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    mapped = ASCII_SEPARATORS[lowercase][values[lo:hi]]
+    offsets = offsets - lo
+    out = pa.Array.from_buffers(
+        pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(mapped)]
+    )
+    non_ascii_bytes = np.flatnonzero(mapped >= 0x80)
+    if not len(non_ascii_bytes):
+        return out
+    docs = np.unique(np.searchsorted(offsets, non_ascii_bytes, side="right") - 1)
+    mask = np.zeros(len(offsets) - 1, dtype=bool)
+    mask[docs] = True
+    regex = SEPARATORS_RE if lowercase else WHITESPACE_RE
+    fixed = pc.replace_substring_regex(out.filter(pa.array(mask)), regex, " ")
+    return pc.replace_with_mask(out, pa.array(mask), fixed)
+
+
+def utf8_buffer(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes (uint8) and the int64 offsets (len n+1) of a string array, zero-copy where possible."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if texts.null_count:
+        texts = pc.fill_null(texts, "")
+    if not pa.types.is_large_string(texts.type):
+        texts = texts.cast(pa.large_string())
+    n = len(texts)
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64, count=texts.offset + n + 1)[texts.offset :]
+    data = texts.buffers()[2]
+    values = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return values, offsets
+
+
+def word_spans(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Byte [start, end) of every word (maximal run of non-space bytes) and words per document."""
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    v = values[lo:hi]
+    n = hi - lo
+    is_char = v != SPACE
+    doc_starts = offsets[:-1] - lo
+    doc_ends = offsets[1:] - lo
+    prev_space = np.empty(n, dtype=bool)
+    next_space = np.empty(n, dtype=bool)
+    if n:
+        prev_space[0] = next_space[-1] = True
+        np.equal(v[:-1], SPACE, out=prev_space[1:])
+        np.equal(v[1:], SPACE, out=next_space[:-1])
+        prev_space[doc_starts[doc_starts < n]] = True  # a document starts a word, whatever precedes it
+        next_space[doc_ends[doc_ends > 0] - 1] = True
+    starts = np.flatnonzero(is_char & prev_space) + lo
+    ends = np.flatnonzero(is_char & next_space) + (lo + 1)
+    words_per_doc = np.diff(np.searchsorted(starts, offsets))
+    return starts, ends, words_per_doc
+
+
+# ---- hashing -----------------------------------------------------------------------------------
+
+
+def shingle_keys(
+    word_hash: np.ndarray, words_per_doc: np.ndarray, ngram: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit key (as uint64) of every word n-gram in document order, and the document of each.
+
+    key = fmix(sum_k M_k * word_hash[i + k]) >> 32. Sums run over contiguous slices of the whole
+    batch's words; windows that cross a document end are then dropped. A document with fewer than
+    `ngram` words is one shingle of all its words; an empty one is the empty shingle, so all empty
+    documents are duplicates of each other."""
+    m = words_per_doc.astype(np.int64)
+    count = np.maximum(m - ngram + 1, 1)
+    doc_of = np.repeat(np.arange(len(m)), count)
+    keys = np.zeros(len(doc_of), dtype=U64)
+    word_end = np.cumsum(m)
+    word_start = word_end - m
+    short = m < ngram
+    windows = len(word_hash) - ngram + 1
+    if windows > 0:
+        acc = word_hash[:windows] * SHINGLE_MULTIPLIERS[0]
+        for k in range(1, ngram):
+            acc += word_hash[k : k + windows] * SHINGLE_MULTIPLIERS[k]
+        inside = np.ones(windows, dtype=bool)
+        for back in range(1, ngram):  # windows starting in the last ngram-1 words of a document
+            j = word_end - back
+            inside[j[(j >= word_start) & (j < windows)]] = False
+        is_long_shingle = np.ones(len(doc_of), dtype=bool)
+        is_long_shingle[(np.cumsum(count) - count)[short]] = False
+        keys[is_long_shingle] = acc[inside]
+    if short.any():
+        first, size = word_start[short], m[short]
+        acc = np.zeros(len(first), dtype=U64)
+        for k in range(ngram - 1):
+            present = k < size
+            acc[present] += word_hash[first[present] + k] * SHINGLE_MULTIPLIERS[k]
+        keys[(np.cumsum(count) - count)[short]] = acc
+    return fmix64(keys) >> U64(32), doc_of
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser, in place: spreads every input bit over the output."""
+    h ^= h >> U64(33)
+    h *= U64(0xFF51AFD7ED558CCD)
+    h ^= h >> U64(33)
+    h *= U64(0xC4CEB9FE1A85EC53)
+    h ^= h >> U64(33)
+    return h
+
+
+@lru_cache(maxsize=1)
+def _powers() -> tuple[np.ndarray, np.ndarray]:
+    """P^t and P^-t mod 2^64 for t in [0, SPAN_CHUNK]."""
+    base = np.full(SPAN_CHUNK + 1, POLY_BASE, dtype=U64)
+    base[0] = 1
+    inv = np.full(SPAN_CHUNK + 1, POLY_BASE_INV, dtype=U64)
+    inv[0] = 1
+    return np.cumprod(base), np.cumprod(inv)
+
+
+def span_hashes(values: np.ndarray, span_start: np.ndarray, span_end: np.ndarray) -> np.ndarray:
+    """64-bit hash of the bytes of each span; spans must be sorted by start and by end.
+
+    Equal byte strings get equal hashes wherever they are. Spans longer than SPAN_CHUNK (huge
+    "words") are hashed one by one with xxh3; the choice depends only on the length, so it is
+    consistent across documents."""
+    out = np.empty(len(span_start), dtype=U64)
+    ppow, pinv = _powers()
+    i, total = 0, len(span_start)
+    while i < total:
+        lo = int(span_start[i])
+        j = int(np.searchsorted(span_end, lo + SPAN_CHUNK, side="right"))
+        if j <= i:  # a single span longer than a chunk
+            out[i] = xxhash.xxh3_64_intdigest(values[lo : int(span_end[i])].tobytes())
+            i += 1
+            continue
+        hi = int(span_end[j - 1])
+        prefix = np.zeros(hi - lo + 1, dtype=U64)
+        chunk = values[lo:hi].astype(U64)
+        chunk += U64(1)  # so that a trailing zero byte still changes the hash
+        chunk *= ppow[: hi - lo]
+        np.cumsum(chunk, out=prefix[1:])
+        s = span_start[i:j] - lo
+        raw = prefix[span_end[i:j] - lo] - prefix[s]
+        raw *= pinv[s]
+        out[i:j] = fmix64(raw)
+        i = j
+    return out
+
+
+def minhash_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multipliers (odd) and offsets of the hash family, (num_perm, 1) each, fixed by the seed."""
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(np.uint64).max
+    a = rng.integers(0, top, size=num_perm, dtype=np.uint64, endpoint=True) | U64(1)
+    b = rng.integers(0, top, size=num_perm, dtype=np.uint64, endpoint=True)
+    return a.reshape(-1, 1), b.reshape(-1, 1)
+
+
+def update_minima(
+    minima: np.ndarray, keys: np.ndarray, doc_of: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> None:
+    """minima[:, d] = min(minima[:, d], min over d's keys of a*key+b mod 2^64), in blocks.
+
+    `minima` is (num_perm, docs) uint64; `keys` are 32-bit values (as uint64) sorted by `doc_of`."""
+    buf = np.empty((len(a), MATRIX_BLOCK), dtype=U64)
+    for i in range(0, len(keys), MATRIX_BLOCK):
+        x = keys[i : i + MATRIX_BLOCK]
+        d = doc_of[i : i + MATRIX_BLOCK]
+        block = buf[:, : len(x)]
+        np.multiply(a, x, out=block)
+        block += b
+        seg = np.flatnonzero(np.concatenate(([True], d[1:] != d[:-1])))
+        docs = d[seg]
+        minima[:, docs] = np.minimum(minima[:, docs], np.minimum.reduceat(block, seg, axis=1))
+
+
+def _batches(offsets: np.ndarray, batch_bytes: int) -> Iterator[tuple[int, int]]:
+    """Document ranges of about `batch_bytes` text each (a larger document is a batch alone)."""
+    n = len(offsets) - 1
+    i = 0
+    while i < n:
+        j = int(np.searchsorted(offsets, offsets[i] + batch_bytes, side="right")) - 1
+        j = min(max(j, i + 1), n)
+        yield i, j
+        i = j
+
+
+def signatures(
+    texts: pa.Array | pa.ChunkedArray,
+    ngram: int,
+    num_perm: int,
+    seed: int,
+    lowercase: bool = True,
+    batch_bytes: int = BATCH_BYTES,
+) -> np.ndarray:
+    """MinHash signatures, (docs, num_perm) uint32, of a column of texts."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
+    a, b = minhash_permutations(num_perm, seed)
+    _, raw_offsets = utf8_buffer(texts)
+    out = np.empty((len(texts), num_perm), dtype=np.uint32)
+    for i, j in _batches(raw_offsets, batch_bytes):
+        values, offsets = utf8_buffer(normalize_for_shingles(texts.slice(i, j - i), lowercase))
+        starts, ends, words = word_spans(values, offsets)
+        word_hash = span_hashes(values, starts, ends)
+        del starts, ends, values
+        keys, doc_of = shingle_keys(word_hash, words, ngram)
+        del word_hash
+        minima = np.full((num_perm, j - i), np.iinfo(np.uint64).max, dtype=U64)
+        update_minima(minima, keys, doc_of, a, b)
+        out[i:j] = (minima >> U64(32)).T
+    return out
+
+
+def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(docs, bands) uint64: one hash per band of `rows` consecutive signature values."""
+    out = np.empty((sigs.shape[0], bands), dtype=U64)
+    for band in range(bands):
+        h = np.full(sigs.shape[0], (band + 1) * 0x9E3779B97F4A7C15 % (1 << 64), dtype=U64)
+        for col in range(band * rows, (band + 1) * rows):
+            h ^= sigs[:, col].astype(U64)
+            h = fmix64(h)
+        out[:, band] = h
+    return out
+
+
+# ---- graph -------------------------------------------------------------------------------------
+
+
+def connected_components(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes (sorted unique keys of the edges) and, per node, the smallest node of its component.
+
+    Vectorised union-find: hook the larger root under the smaller one for every edge, then jump
+    pointers until every node points at its root; repeat until no edge joins two roots."""
+    nodes, inverse = np.unique(np.concatenate([u, v]), return_inverse=True)
+    ui, vi = inverse[: len(u)], inverse[len(u) :]
+    parent = np.arange(len(nodes))
+    while True:
+        pu, pv = parent[ui], parent[vi]
+        differ = pu != pv
+        if not differ.any():
+            break
+        lo, hi = np.minimum(pu[differ], pv[differ]), np.maximum(pu[differ], pv[differ])
+        np.minimum.at(parent, hi, lo)
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    return nodes, nodes[parent]
+
+
+def survivors(nodes: np.ndarray, roots: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """The kept key of each node's component: the root (lowest key) or the longest, ties by lowest key."""
+    if lengths is None:
+        return roots
+    order = np.lexsort((nodes, -lengths.astype(np.int64), roots))
+    sorted_roots = roots[order]
+    first = np.concatenate(([True], sorted_roots[1:] != sorted_roots[:-1]))
+    group_roots, group_keepers = sorted_roots[first], nodes[order][first]
+    return group_keepers[np.searchsorted(group_roots, roots)]
+
+
+def size_histogram(sizes: np.ndarray) -> dict[str, int]:
+    """{"2": n, ...}: exact sizes up to 16, then sizes rounded down to a power of two (< 1 KB)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    sizes = sizes[sizes > 1]
+    if not len(sizes):
+        return {}
+    big = sizes > 16
+    binned = sizes.copy()
+    binned[big] = 1 << np.floor(np.log2(sizes[big])).astype(np.int64)
+    keys, counts = np.unique(binned, return_counts=True)
+    return {str(int(k)): int(c) for k, c in zip(keys, counts, strict=True)}

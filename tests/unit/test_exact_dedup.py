@@ -1,0 +1,143 @@
+"""Exact deduplication: normalisation, survivor choice, invariance to parallelism, resumability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.dataset import RankMarker
+from curation.executor import run_rank
+from curation.layout import RunLayout
+from curation.plan import plan_steps
+from curation.stages.exact_dedup import choose_keepers, normalize_for_hash, text_hashes
+from tests.helpers import make_spec, output_rows, run_all, write_docs
+
+VARIANTS = [
+    "Hello world. This is a test.",
+    "hello   WORLD this is a TEST",
+    "  Hello,\tworld!\nThis is a test…  ",
+    "Ｈｅｌｌｏ world, this is a test",  # full-width letters: equal after NFKC
+]
+OTHERS = ["Something else entirely.", "Hello world. This is another test.", ""]
+
+
+def _hashes(texts: list[str], mode: str) -> list[tuple[int, int]]:
+    hi, lo = text_hashes(normalize_for_hash(pa.array(texts), mode))
+    return list(zip(hi.tolist(), lo.tolist(), strict=True))
+
+
+def test_full_normalisation_makes_whitespace_case_and_punctuation_variants_equal() -> None:
+    hashes = _hashes(VARIANTS + OTHERS, "full")
+    assert len(set(hashes[: len(VARIANTS)])) == 1
+    assert len(set(hashes)) == 1 + len(OTHERS)
+
+
+def test_whitespace_normalisation_only_collapses_whitespace() -> None:
+    hashes = _hashes(["a  b\n c", "a b c", " a b c ", "A b c", "a, b c"], "whitespace")
+    assert hashes[0] == hashes[1] == hashes[2]
+    assert len(set(hashes)) == 3
+
+
+def test_no_normalisation_compares_raw_bytes() -> None:
+    hashes = _hashes(["a b", "a  b", "a b"], "none")
+    assert hashes[0] == hashes[2] != hashes[1]
+
+
+def test_choose_keepers_keeps_lowest_key_or_longest() -> None:
+    hi = np.array([1, 1, 2, 1, 2], dtype=np.uint64)
+    lo = np.array([5, 5, 9, 5, 9], dtype=np.uint64)
+    keys = np.array([40, 10, 30, 20, 31], dtype=np.uint64)
+    lengths = np.array([7, 3, 5, 7, 5])
+    removed, keeper, sizes = choose_keepers(hi, lo, keys, lengths, "first")
+    assert dict(zip(keys[removed].tolist(), keys[keeper].tolist(), strict=True)) == {20: 10, 40: 10, 31: 30}
+    assert sorted(sizes.tolist()) == [2, 3]
+    removed, keeper, _ = choose_keepers(hi, lo, keys, lengths, "longest")
+    assert dict(zip(keys[removed].tolist(), keys[keeper].tolist(), strict=True)) == {10: 20, 40: 20, 31: 30}
+
+
+def _run(
+    tmp: Path, texts: list[str], parallelism: int = 2, shards: int = 3, **params: object
+) -> tuple[Path, dict]:
+    inp = write_docs(tmp / "in", texts, shards=shards)
+    spec = make_spec(inp, tmp / "out", [{"type": "exact-dedup", "params": params}], parallelism=parallelism)
+    return tmp / "out", run_all(spec)
+
+
+def test_exact_dedup_removes_variants_and_keeps_the_first(tmp_path: Path) -> None:
+    texts = VARIANTS + OTHERS + ["Something else entirely."]
+    out, summary = _run(tmp_path, texts)
+    kept = sorted(r["doc_id"] for r in output_rows(out))
+    # 3 shards round-robin: d00000 is shard 0 row 0, the lowest key of the variant group
+    assert kept == ["d00000", "d00004", "d00005", "d00006"]
+    rejected = {r["doc_id"]: r for r in output_rows(out, "rejected")}
+    assert {k: (r["reason"], r["dup_of"]) for k, r in rejected.items()} == {
+        "d00001": ("exact-duplicate", "d00000"),
+        "d00002": ("exact-duplicate", "d00000"),
+        "d00003": ("exact-duplicate", "d00000"),
+        "d00007": ("exact-duplicate", "d00004"),
+    }
+    stage = summary["stages"][1]
+    assert stage["docs_in"] == stage["docs_out"] + sum(stage["removed"].values()) == len(texts)
+    assert stage["extra"]["cluster_sizes"] == {"2": 1, "4": 1}
+    assert set(output_rows(out)[0]) == {"doc_id", "text"}  # kept rows are unchanged
+
+
+def test_keep_longest_keeps_the_longest_original_text(tmp_path: Path) -> None:
+    out, _ = _run(tmp_path, ["a b c", "A  B   C", "a b c!"], keep="longest")
+    assert [r["doc_id"] for r in output_rows(out)] == ["d00001"]
+
+
+def test_keep_first_is_deterministic_across_reruns(tmp_path: Path) -> None:
+    texts = [f"doc {i % 7}" for i in range(60)]
+    first, _ = _run(tmp_path / "a", texts)
+    second, _ = _run(tmp_path / "b", texts)
+    assert output_rows(first) == output_rows(second)
+    assert output_rows(first, "rejected") == output_rows(second, "rejected")
+
+
+@pytest.mark.parametrize("parallelism", [2, 3])
+def test_results_do_not_depend_on_parallelism(tmp_path: Path, parallelism: int) -> None:
+    texts = [f"Doc   number {i % 11}" if i % 3 else f"doc number {i % 11}." for i in range(100)]
+    one, _ = _run(tmp_path / "one", texts, parallelism=1, shards=4)
+    many, _ = _run(tmp_path / "many", texts, parallelism=parallelism, shards=4)
+    for sub in ("data", "rejected"):
+        assert sorted(map(str, output_rows(one, sub))) == sorted(map(str, output_rows(many, sub)))
+    assert len(output_rows(one)) == 11
+
+
+def test_more_hash_partitions_than_ranks_give_the_same_result(tmp_path: Path) -> None:
+    texts = [f"text {i % 9}" for i in range(50)]
+    plain, _ = _run(tmp_path / "plain", texts)
+    split, _ = _run(tmp_path / "split", texts, partitions=7)
+    assert output_rows(plain) == output_rows(split)
+
+
+def test_rerunning_ranks_and_recovering_from_a_kill_give_identical_files(tmp_path: Path) -> None:
+    texts = [f"text {i % 9}" for i in range(50)]
+    out, _ = _run(tmp_path, texts)
+    work = out / "_work"
+
+    def contents() -> dict[str, list]:
+        return {
+            str(p.relative_to(work)): pq.read_table(p).to_pylist()
+            for p in sorted(work.rglob("[!.]*.parquet"))
+        }
+
+    before = contents()
+    spec = make_spec(tmp_path / "in", out, [{"type": "exact-dedup"}], parallelism=2)
+    layout = RunLayout.of(str(out))
+    scratch = Path(layout.stage_scratch(1, "exact-dedup").path)
+    for step in plan_steps(spec)[1:-1]:
+        RankMarker(layout.work, step.id).clear()
+        for done in (scratch / "_shard_stats").rglob("s00000.json"):
+            done.unlink()  # shard 0 "was being processed" when the rank died
+    (scratch / "select" / "r00000.parquet").unlink()
+    (Path(layout.stage_output(1, "exact-dedup").loc.path) / "part-00000.parquet").unlink()
+    for step in plan_steps(spec)[1:-1]:
+        for rank in range(step.world_size):
+            run_rank(spec, step.id, rank, step.world_size)
+    assert contents() == before
