@@ -47,7 +47,7 @@ lint: $(VENV)/.full
 
 ## Regenerate the CRD from the spec models, the chart's copies, and manifests/ from the chart.
 manifests: $(VENV)/.core
-	$(VENV)/bin/thresher crd > manifests/crd/thresher.dev_curationjobs.yaml
+	$(VENV)/bin/thresher crd --write
 	$(PY) scripts/sync-chart.py
 	scripts/render-manifests.sh
 

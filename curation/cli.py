@@ -67,16 +67,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from curation.worker import run_worker
 
     return run_worker(args.spec, args.step, args.rank, args.world_size, args.output, args.termination_log,
-                      args.metrics_port)
+                      args.metrics_port, input_path=args.input, models_path=args.models)
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    import yaml
+    from curation.crd import main as crd_main
 
-    from curation.crd import build_crd
-
-    print(yaml.safe_dump(build_crd(), sort_keys=False, width=100), end="")
-    return 0
+    argv = ["--write", *([args.write] if args.write else [])] if args.write is not None else []
+    if args.check is not None:
+        argv = ["--check", *([args.check] if args.check else [])]
+    return crd_main(argv)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -119,12 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", required=True, help="step id, e.g. minhash-dedup.signatures")
     p.add_argument("--rank", type=int, default=None, help="default: $JOB_COMPLETION_INDEX")
     p.add_argument("--world-size", type=int, default=None, help="must match the plan")
+    p.add_argument("--input", default=None, help="override input.path (e.g. the input PVC's mount path)")
     p.add_argument("--output", default=None, help="override output.path")
+    p.add_argument("--models", default=None, help="override models.path")
     p.add_argument("--termination-log", default=None, help="default: $THRESHER_TERMINATION_LOG or /dev/termination-log")
     p.add_argument("--metrics-port", type=int, default=None, help="default: $THRESHER_METRICS_PORT or 9400; 0 = off")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("crd", help="print the CurationJob CustomResourceDefinition")
+    p = sub.add_parser("crd", help="print (or --write/--check) the CurationJob CustomResourceDefinition")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", nargs="?", const="", default=None, metavar="PATH",
+                       help="write the YAML (default: manifests/crd/)")
+    group.add_argument("--check", nargs="?", const="", default=None, metavar="PATH",
+                       help="fail if the committed YAML differs")
     p.set_defaults(func=cmd_crd)
 
     p = sub.add_parser("report", help="rebuild report.html from an output folder and print the summary")

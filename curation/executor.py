@@ -25,6 +25,16 @@ def with_output(spec: PipelineSpec, output: str | None) -> PipelineSpec:
     return spec.model_copy(update={"output": spec.output.model_copy(update={"path": output})})
 
 
+def with_paths(spec: PipelineSpec, input_path: str | None, models_path: str | None) -> PipelineSpec:
+    """Override where input and models are found (a pod's mount paths); the data meaning is unchanged."""
+    update: dict[str, Any] = {}
+    if input_path:
+        update["input"] = spec.input.model_copy(update={"path": input_path})
+    if models_path:
+        update["models"] = spec.models.model_copy(update={"path": models_path})
+    return spec.model_copy(update=update) if update else spec
+
+
 def claim_output(spec: PipelineSpec) -> None:
     """Record which spec owns the output folder; refuse a folder owned by a different spec."""
     layout = RunLayout.of(spec.output.path)

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from curation.errors import CurationError
-from curation.executor import run_rank, with_output
+from curation.executor import run_rank, with_output, with_paths
 from curation.plan import find_step
 from curation.spec import load_spec
 
@@ -48,6 +48,8 @@ def run_worker(
     output: str | None = None,
     termination_log: str | None = None,
     metrics_port: int | None = None,
+    input_path: str | None = None,
+    models_path: str | None = None,
 ) -> int:
     try:
         if rank is None:
@@ -55,7 +57,7 @@ def run_worker(
             if env_rank is None:
                 raise CurationError("--rank not given and JOB_COMPLETION_INDEX is not set")
             rank = int(env_rank)
-        spec = with_output(load_spec(spec_path), output)
+        spec = with_paths(with_output(load_spec(spec_path), output), input_path, models_path)
         step = find_step(spec, step_id)
         port = metrics_port if metrics_port is not None else int(os.environ.get("THRESHER_METRICS_PORT", "9400"))
         from curation import metrics

@@ -31,7 +31,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 SAMPLES = ROOT / "manifests" / "samples"
 SAMPLE_DATA = ROOT / "examples" / "data" / "sample"
 KUBECONFIG_MOUNT = "/var/run/thresher-test"  # the node agent maps it to a local folder
-WORKER_SHIM = ROOT / "tests" / "operator" / "worker_shim.py"  # see its docstring
 
 
 def free_port() -> int:
@@ -136,7 +135,7 @@ def test_chart_installs_and_runs_the_sample_curation_job_to_succeeded(
             "extraEnv": [
                 {"name": "KUBECONFIG", "value": f"{KUBECONFIG_MOUNT}/config"},
                 # step pods are local processes too; the shim maps the spec's paths to their folders
-                {"name": "THRESHER_WORKER_COMMAND", "value": f"python,{WORKER_SHIM}"},
+                {"name": "THRESHER_WORKER_COMMAND", "value": "thresher"},
             ],
             "extraVolumes": [{"name": "sa-kubeconfig", "secret": {"secretName": "operator-kubeconfig"}}],
             "extraVolumeMounts": [{"name": "sa-kubeconfig", "mountPath": KUBECONFIG_MOUNT, "readOnly": True}],

@@ -45,10 +45,10 @@ def test_manifests_contain_exactly_the_charts_objects_at_default_values(render, 
     extra = sorted(set(manifests) - set(chart) - MANIFESTS_ONLY)
     differing = {k: _describe(chart[k], manifests[k])[:8] for k in sorted(set(chart) & set(manifests))}
     differing = {k: v for k, v in differing.items() if v}
-    report = [f"in the chart, not in manifests/: {k}" for k in missing]
-    report += [f"in manifests/, not in the chart: {k}" for k in extra]
-    report += [f"{k}:\n  " + "\n  ".join(v) for k, v in differing.items()]
-    assert not report, "\n".join(report) + "\nregenerate with: scripts/render-manifests.sh"
+    problems = [f"in the chart, not in manifests/: {k}" for k in missing]
+    problems += [f"in manifests/, not in the chart: {k}" for k in extra]
+    problems += [f"{k}:\n  " + "\n  ".join(v) for k, v in differing.items()]
+    assert not problems, "\n".join(problems) + "\nregenerate with: scripts/render-manifests.sh"
     report(f"manifests/ == helm template (default values): {len(chart)} objects agree")
 
 
