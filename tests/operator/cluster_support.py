@@ -257,7 +257,7 @@ def local_quickstart(tmp_root: Path) -> tuple[Path, float]:
         out = tmp_root / "local-quickstart"
         started = time.monotonic()
         subprocess.run(
-            [shutil.which("thresher") or "thresher", "run", str(QUICKSTART), "--output", str(out), "--quiet"],
+            [sys.executable, "-m", "curation.cli", "run", str(QUICKSTART), "--output", str(out), "--quiet"],
             cwd=ROOT,
             check=True,
             capture_output=True,
