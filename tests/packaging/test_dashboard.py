@@ -13,10 +13,10 @@ TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "le", "cura
 
 def exported_metrics() -> dict[str, set[str]]:
     """Series name (with _total/_bucket/... suffixes) -> label names, from the real registries."""
-    import curation_operator.metrics  # noqa: F401 - registers the operator metrics
     from prometheus_client import REGISTRY
 
     import curation.metrics  # noqa: F401 - registers the worker metrics
+    import curation_operator.metrics  # noqa: F401 - registers the operator metrics
 
     names = REGISTRY._names_to_collectors  # noqa: SLF001 - the registry's own index of series names
     return {
