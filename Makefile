@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip --disable-pip-version-check -q
+PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
 .PHONY: quickstart test test-fast lint cluster-binaries kind-e2e manifests clean
 
@@ -25,13 +25,12 @@ quickstart: $(VENV)/.core
 
 ## One command: install everything and run the whole test suite (unit, model and cluster tiers).
 test: $(VENV)/.full cluster-binaries
-	$(PY) -m pytest tests
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pytest tests
 	$(VENV)/bin/ruff check curation operator tests bench
 	$(VENV)/bin/mypy
 
 test-fast: $(VENV)/.full
-	$(PY) -m pytest tests -m "not cluster and not model"
+	$(VENV)/bin/pytest tests -m "not cluster and not model"
 
 cluster-binaries:
 	bash tests/cluster/setup.sh
@@ -39,7 +38,6 @@ cluster-binaries:
 lint: $(VENV)/.full
 	$(VENV)/bin/ruff check curation operator tests bench scripts
 	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile
 	"$$(bash tests/cluster/setup.sh | tail -1)/helm" lint --strict helm/thresher
 	$(PY) scripts/sync-chart.py --check

@@ -257,7 +257,7 @@ def local_quickstart(tmp_root: Path) -> tuple[Path, float]:
         out = tmp_root / "local-quickstart"
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "curation.cli", "run", str(QUICKSTART), "--output", str(out), "--quiet"],
+            [str(Path(sys.executable).parent / "thresher"), "run", str(QUICKSTART), "--output", str(out), "--quiet"],
             cwd=ROOT,
             check=True,
             capture_output=True,
