@@ -112,7 +112,10 @@ def describe_summary(summary: dict[str, Any]) -> str:
         f"{t['rejected_docs']:,} rejected, {t['synthetic_docs']:,} synthetic; conservation holds",
     ]
     for s in summary["stages"]:
-        removed = ", ".join(f"{k} {v:,}" for k, v in sorted(s.get("removed", {}).items())) or "nothing removed"
+        reasons = sorted(s.get("removed", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        removed = ", ".join(f"{k} {v:,}" for k, v in reasons[:4]) or "nothing removed"
+        if len(reasons) > 4:
+            removed += f", ... {len(reasons) - 4} more reasons (summary.json)"
         lines.append(f"  {s['name']:<20} {s.get('docs_in', 0):>8,} -> {s.get('docs_out', 0):>8,}  "
                      f"{s.get('seconds', 0):6.1f}s  {removed}")
     return "\n".join(lines)
