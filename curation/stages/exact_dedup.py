@@ -148,6 +148,22 @@ def write_duplicates_split(
     return stage.write_split(ctx, shard, annotated, reasons.tolist(), table.filter(pa.array(mask)))
 
 
+def filter_removals(
+    stage: Stage, ctx: StepContext, rank: int, world_size: int, files: list[Location], reason: str
+) -> dict[str, Any]:
+    """The filter step of both dedup stages: drop the rows the removal files list for each shard."""
+    source = stage.require_input(ctx)
+    total = StageStats()
+    for shard in ctx.shards_for(rank, world_size):
+        done = stage.shard_done(ctx, shard)
+        if done is None:
+            rows, dup_of = read_removals(files, shard)
+            done = write_duplicates_split(stage, ctx, shard, source.read_shard(shard), rows, dup_of, reason)
+            stage.mark_shard(ctx, shard, done)
+        total.add(done)
+    return total.to_dict()
+
+
 def write_partitions(
     ctx: StepContext, step: str, shard: int, rows: pa.Table, partition: np.ndarray, count: int
 ) -> None:
@@ -218,17 +234,6 @@ class ExactDedupStage(Stage):
         return stats.to_dict()
 
     def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        source = self.require_input(ctx)
         select_ranks = find_step(ctx.spec, f"{self.name}.select").world_size
         files = [ctx.scratch.join("select", f"r{r:05d}.parquet") for r in range(select_ranks)]
-        total = StageStats()
-        for shard in ctx.shards_for(rank, world_size):
-            done = self.shard_done(ctx, shard)
-            if done is None:
-                rows, dup_of = read_removals(files, shard)
-                done = write_duplicates_split(
-                    self, ctx, shard, source.read_shard(shard), rows, dup_of, REASON
-                )
-                self.mark_shard(ctx, shard, done)
-            total.add(done)
-        return total.to_dict()
+        return filter_removals(self, ctx, rank, world_size, files, REASON)

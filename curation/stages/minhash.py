@@ -28,8 +28,7 @@ from curation.dataset import ID, TEXT, read_table, write_table_atomic
 from curation.plan import find_step
 from curation.stages.base import Stage, StageStats, StepContext, doc_keys
 from curation.stages.exact_dedup import (
-    read_removals,
-    write_duplicates_split,
+    filter_removals,
     write_partitions,
     write_removals,
 )
@@ -204,16 +203,4 @@ class MinHashDedupStage(Stage):
         return pa.array(ids[np.searchsorted(wanted, keys)], pa.string())
 
     def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        source = self.require_input(ctx)
-        files = [ctx.scratch.join("components", REMOVALS)]
-        total = StageStats()
-        for shard in ctx.shards_for(rank, world_size):
-            done = self.shard_done(ctx, shard)
-            if done is None:
-                rows, dup_of = read_removals(files, shard)
-                done = write_duplicates_split(
-                    self, ctx, shard, source.read_shard(shard), rows, dup_of, REASON
-                )
-                self.mark_shard(ctx, shard, done)
-            total.add(done)
-        return total.to_dict()
+        return filter_removals(self, ctx, rank, world_size, [ctx.scratch.join("components", REMOVALS)], REASON)
