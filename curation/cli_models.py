@@ -1,0 +1,189 @@
+"""`thresher models` (inspect the models location) and `thresher train-classifier`.
+
+`add_parsers(subparsers)` registers both subcommands; each sets `func` to its handler, which
+returns the exit code. Neither imports torch: listing reads config files only, and the linear
+classifier trains with numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from curation.errors import ModelNotFoundError, SpecError
+
+ROLES = {
+    "semantic-dedup": (("embedding.model", "encoder"),),
+    "redundancy-control": (("embedding.model", "encoder"),),
+    "quality-score": (("classifier", "classifier"), ("perplexity_model", "causal LM")),
+    "rephrase": (("model", "generator"),),
+}
+
+
+def spec_models(spec: Any) -> list[tuple[str, str, str]]:
+    """(stage name, role, model name) for every model a spec's stages will load."""
+    out = []
+    for stage in spec.stages:
+        for field, role in ROLES.get(str(stage.type), ()):
+            value: Any = stage.params
+            for part in field.split("."):
+                value = getattr(value, part)
+            if value:
+                out.append((stage.stage_name, role, str(value)))
+    return out
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def describe_entry(root: Path, path: Path) -> str:
+    """One line about a models-location entry (reads config files only)."""
+    from curation.models.loading import gguf_cache_candidates, model_kind
+
+    kind = model_kind(path)
+    size = _human(_size(path))
+    if kind == "hf":
+        config_file = path / "config.json"
+        if not config_file.exists():
+            return f"directory without config.json (not a model), {size}"
+        config = json.loads(config_file.read_text())
+        arch = ",".join(config.get("architectures") or []) or config.get("model_type", "?")
+        return f"Hugging Face {arch}, {size}"
+    if kind == "gguf":
+        cached = [c for c in gguf_cache_candidates(root, path) if (c / "thresher-source.json").exists()]
+        where = f"dequantised copy in {cached[0]}" if cached else "not dequantised yet (first load caches it)"
+        return f"GGUF, {size}, {where}"
+    if kind == "linear":
+        from curation.models.classifier import LinearClassifier
+
+        model = LinearClassifier.load(path)
+        auc = model.info.get("holdout_auc")
+        return (
+            f"Thresher linear classifier, positive label {model.positive_label!r}, held-out AUC {auc}, {size}"
+        )
+    if kind == "fasttext":
+        return f"fastText model (needs the fasttext module), {size}"
+    return f"not a model file, {size}"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from curation.models.loading import resolve_model
+
+    spec = None
+    if args.spec:
+        from curation.spec import load_spec
+
+        spec = load_spec(args.spec)
+    root = Path(args.models or (spec.models.path if spec else "models")).expanduser().resolve()
+    if args.populate_sample:
+        from curation.models.sample_models import populate
+
+        for name, link in populate(root).items():
+            print(f"linked {name} -> {link.resolve()}")
+    print(f"models location: {root}")
+    if not root.is_dir():
+        print("  (missing)")
+    else:
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+        for entry in entries:
+            print(f"  {entry.name}: {describe_entry(root, entry)}")
+        if not entries:
+            print("  (empty)")
+    if spec is None:
+        return 0
+    print("models the spec's stages load:")
+    missing = []
+    for stage, role, name in spec_models(spec):
+        try:
+            resolve_model(root, name)
+            status = "ok"
+        except (ModelNotFoundError, SpecError) as err:
+            status = "MISSING"
+            missing.append(str(err))
+        print(f"  {stage} ({role}): {name}: {status}")
+    if missing:
+        raise ModelNotFoundError("; ".join(missing))
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from curation.models.training import read_labelled, train_classifier
+
+    texts, labels = read_labelled(Path(args.input), args.text_field, args.label_field, args.positive)
+    output = Path(args.output)
+    if args.backend == "linear" and output.suffix != ".npz":
+        raise SpecError(f"--output {output}: a linear classifier is saved as .npz")
+    if args.backend == "fasttext" and output.suffix not in (".bin", ".ftz"):
+        raise SpecError(f"--output {output}: a fastText model is saved as .bin")
+    report = train_classifier(
+        texts,
+        labels,
+        output,
+        backend=args.backend,
+        holdout=args.holdout,
+        seed=args.seed,
+        dim=args.buckets,
+        ngrams=args.ngrams,
+        epochs=args.epochs,
+        positive_label=args.positive,
+    )
+    print(
+        f"trained {report.backend} classifier on {report.train_docs:,} documents "
+        f"({int(labels.sum()):,} positive in all); held out {report.holdout_docs:,}"
+    )
+    print(f"held-out AUC {report.auc:.4f}, F1 {report.f1:.4f} (threshold 0.5)")
+    print(
+        f"saved {output}; use it with quality-score params `classifier: {output.name}` "
+        "(path relative to the models location)"
+    )
+    return 0
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register `models` and `train-classifier` on the `thresher` subcommand parser."""
+    p = subparsers.add_parser("models", help="list the models location and what a spec's stages will load")
+    p.add_argument(
+        "--models", default=None, help="models folder (default: the spec's models.path, else ./models)"
+    )
+    p.add_argument("--spec", default=None, help="check the models this pipeline spec names")
+    p.add_argument(
+        "--populate-sample",
+        action="store_true",
+        help="first link the small sample models shipped by PyPI packages into the folder",
+    )
+    p.set_defaults(func=cmd_models)
+
+    t = subparsers.add_parser("train-classifier", help="train a quality classifier on labelled Parquet")
+    t.add_argument("--input", required=True, help="Parquet file or folder with a text and a label column")
+    t.add_argument("--output", required=True, help="model file to write (.npz linear, .bin fastText)")
+    t.add_argument("--label-field", default="label", help="label column (default: label)")
+    t.add_argument("--positive", required=True, help="label value of the good (positive) documents")
+    t.add_argument("--text-field", default="text", help="text column (default: text)")
+    t.add_argument(
+        "--backend",
+        choices=("linear", "fasttext"),
+        default="linear",
+        help="linear: hashed n-gram logistic regression (numpy); fasttext: needs the fasttext module",
+    )
+    t.add_argument("--holdout", type=float, default=0.1, help="held-out fraction for AUC/F1 (default 0.1)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--buckets", type=int, default=1 << 20, help="hash buckets (default 2^20)")
+    t.add_argument("--ngrams", type=int, default=2, help="word n-gram order (default 2: uni+bigrams)")
+    t.add_argument("--epochs", type=int, default=None, help="default: 150 (linear), 10 (fastText)")
+    t.set_defaults(func=cmd_train_classifier)
+
+
+add_parser = add_parsers  # the name the brief used

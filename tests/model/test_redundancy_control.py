@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curation.models.clustering import cluster_complexity, density_quotas
+from curation.stages.redundancy import keep_within_clusters
+from tests.helpers import make_spec, output_rows, run_all, write_docs
+from tests.model.corpus import DENSE_TOPIC, SPARSE_TOPICS
+
+pytestmark = pytest.mark.model
+
+
+def test_density_quotas_prune_low_complexity_clusters_harder() -> None:
+    sizes = np.array([100, 100, 100])
+    complexity = np.array([0.05, 0.2, 0.4])  # dense, medium, sparse
+    quotas = density_quotas(sizes, complexity, keep_fraction=0.5, temperature=0.1)
+    assert quotas.sum() == 150
+    assert quotas[0] < quotas[1] < quotas[2] <= 100
+
+
+def test_density_quotas_spread_the_surplus_of_small_clusters() -> None:
+    quotas = density_quotas(np.array([2, 1000]), np.array([1.0, 0.1]), keep_fraction=0.5, temperature=0.1)
+    assert quotas.tolist() == [2, 499]  # the small cluster is capped at its size, the rest goes on
+
+
+def test_density_quotas_keep_everything_at_fraction_one() -> None:
+    sizes = np.array([3, 0, 7])
+    assert density_quotas(sizes, np.array([0.1, 0.5, 0.9]), 1.0, 0.5).tolist() == [3, 0, 7]
+
+
+def test_cluster_complexity_grows_with_spread_and_isolation() -> None:
+    centroids = np.eye(3, dtype=np.float32)
+    complexity = cluster_complexity(np.array([0.1, 0.3, 0.3]), centroids, neighbours=2)
+    assert complexity[0] < complexity[1] == pytest.approx(complexity[2])
+
+
+def test_keep_within_clusters_keeps_the_highest_priority_rows() -> None:
+    clusters = np.array([0, 0, 0, 1, 1])
+    priority = np.array([0.2, 0.9, 0.5, 0.1, 0.3])
+    keys = np.arange(5, dtype=np.uint64)
+    keep = keep_within_clusters(clusters, priority, keys, quotas=np.array([2, 1]))
+    assert keep.tolist() == [False, True, True, False, True]
+
+
+def test_redundancy_control_prunes_the_dense_cluster_more(tmp_path: Path, models_dir: Path) -> None:
+    texts = DENSE_TOPIC + SPARSE_TOPICS
+    inp = write_docs(tmp_path / "in", texts, shards=3)
+    stage = {
+        "type": "redundancy-control",
+        "params": {"clusters": 2, "keepFraction": 0.6, "temperature": 0.05},
+    }
+    summary = run_all(
+        make_spec(inp, tmp_path / "out", [stage], models={"path": str(models_dir)}, parallelism=2)
+    )
+
+    kept = {r["text"] for r in output_rows(tmp_path / "out")}
+    dense_kept = len(kept & set(DENSE_TOPIC)) / len(DENSE_TOPIC)
+    sparse_kept = len(kept & set(SPARSE_TOPICS)) / len(SPARSE_TOPICS)
+    assert dense_kept < sparse_kept
+    assert len(kept) == round(0.6 * len(texts))
+    assert summary["conservation"]["holds"]
+    stage_stats = summary["stages"][1]
+    assert stage_stats["removed"] == {"redundancy-pruned": len(texts) - len(kept)}
+    assert sum(stage_stats["extra"]["kmeans_cluster_sizes"].values()) == 2
