@@ -136,6 +136,7 @@ class FinalizeStage(Stage):
 
         input_ids: list[str] = []
         rejected_ids: list[str] = []
+        rejected_synthetic_sources: list[str] = []
         rej_index = 0
         for i, stage in enumerate([INGEST, *[s.stage_name for s in spec.stages]]):
             kept_ds: ShardedDataset = layout.stage_output(i, stage)
@@ -151,11 +152,12 @@ class FinalizeStage(Stage):
                 if i == 0:
                     input_ids.extend(real)
                 rejected_ids.extend(real)
-                synthetic_sources.extend(syn)
+                rejected_synthetic_sources.extend(syn)
                 layout.rejected.write_shard(rej_index, user_columns(spec, table))
                 rej_index += 1
 
-        report = check_conservation(input_ids, out_real, rejected_ids, synthetic_sources)
+        report = check_conservation(input_ids, out_real, rejected_ids,
+                                    synthetic_sources + rejected_synthetic_sources)
         fingerprint = data_fingerprint(spec)
         lineage = {"spec_fingerprint": fingerprint, "input": spec.input.path,
                    "stages": [s.stage_name for s in spec.stages]}
@@ -178,6 +180,7 @@ class FinalizeStage(Stage):
                 "real_output_docs": report.output_docs,
                 "rejected_docs": report.rejected_docs,
                 "synthetic_docs": len(synthetic_sources),
+                "synthetic_rejected": len(rejected_synthetic_sources),
                 "kept_fraction": round(report.output_docs / total_in, 6) if total_in else 0.0,
             },
             "conservation": report.to_dict(),

@@ -30,7 +30,7 @@ def test_pipeline_keeps_and_rejects_every_document_once(tmp_path: Path, fake_fil
     assert {(r["stage"], r["reason"]) for r in rejected} == {("heuristic-filter", "too-short")}
     assert summary["conservation"]["holds"] is True
     assert summary["totals"] == {"input_docs": 6, "output_docs": 3, "real_output_docs": 3, "rejected_docs": 3,
-                                 "synthetic_docs": 0, "kept_fraction": 0.5}
+                                 "synthetic_docs": 0, "synthetic_rejected": 0, "kept_fraction": 0.5}
     stage = next(s for s in summary["stages"] if s["name"] == "heuristic-filter")
     assert stage["docs_in"] == 6 and stage["docs_out"] == 3 and stage["removed"] == {"too-short": 3}
     assert (tmp_path / "out" / "report.html").read_text().count("<img") >= 2
