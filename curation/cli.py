@@ -12,11 +12,11 @@ from curation.errors import CurationError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from curation.executor import with_output
+    from curation.executor import with_output, with_paths
     from curation.runner import describe_summary, run_pipeline
     from curation.spec import load_spec
 
-    spec = with_output(load_spec(args.spec), args.output)
+    spec = with_paths(with_output(load_spec(args.spec), args.output), args.input, args.models)
     started = time.monotonic()
     summary = run_pipeline(spec, workers=args.workers, progress=not args.quiet)
     print(describe_summary(summary))
@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a pipeline locally (no cluster needed)")
     p.add_argument("spec", help="pipeline spec or CurationJob YAML")
     p.add_argument("--output", help="override output.path")
+    p.add_argument("--input", help="override input.path")
+    p.add_argument("--models", help="override models.path")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)

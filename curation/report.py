@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -75,7 +76,9 @@ def plot_histogram(name: str, kept: list[float], rejected: list[float]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3))
     data = [v for v in kept + rejected if v == v]
-    bins = 40 if data else 1
+    import numpy as np
+
+    bins = np.histogram_bin_edges(data, bins=40) if data else 1  # shared, so the bars compare
     if kept:
         ax.hist(kept, bins=bins, alpha=0.7, label=f"kept ({len(kept):,})", color="#4c72b0")
     if rejected:
@@ -87,9 +90,11 @@ def plot_histogram(name: str, kept: list[float], rejected: list[float]) -> str:
 
 def plot_cluster_sizes(title: str, sizes: dict[str, int]) -> str:
     plt = _plt()
-    items = sorted((int(k), int(v)) for k, v in sizes.items())
+    # Keys are sizes ("3") or ranges ("128-255"); order by their lower bound.
+    items = sorted(((str(k), int(v)) for k, v in sizes.items()), key=lambda kv: int(kv[0].split("-")[0]))
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar([str(k) for k, _ in items], [v for _, v in items], color="#55a868")
+    ax.bar([k for k, _ in items], [v for _, v in items], color="#55a868")
+    ax.tick_params(axis="x", labelrotation=45)
     ax.set_xlabel("cluster size (documents)")
     ax.set_ylabel("clusters")
     ax.set_title(title)
@@ -146,12 +151,17 @@ def build_report(layout: RunLayout, summary: dict[str, Any]) -> str:
     rejected = _read(layout.rejected, wanted)
     for column in SCORE_COLUMNS:
         k, r = _numeric(kept, column), _numeric(rejected, column)
+        if column == "perplexity":  # spans orders of magnitude: compare on a log scale
+            k, r = [math.log10(v) for v in k if v > 0], [math.log10(v) for v in r if v > 0]
+            column = "log10(perplexity)"
         if k or r:
             images.append((f"Distribution of {column}", plot_histogram(column, k, r)))
     for s in summary["stages"]:
-        sizes = s.get("extra", {}).get("cluster_sizes")
-        if sizes:
-            images.append((f"{s['name']}: duplicate cluster sizes", plot_cluster_sizes(f"{s['name']}", sizes)))
+        extra = s.get("extra", {})
+        for key, what in (("cluster_sizes", "duplicate cluster sizes"), ("kmeans_cluster_sizes", "k-means cluster sizes")):
+            if extra.get(key):
+                title = f"{s['name']}: {what}"
+                images.append((title, plot_cluster_sizes(title, extra[key])))
     for title, png in images:
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     parts.append(_samples(layout, summary["input"].get("text_field", "text")))
