@@ -162,6 +162,20 @@ class Stage:
         stats.removed.update(r for r in drop_reasons if r is not None)
         return stats.to_dict()
 
+    def map_shards(
+        self, ctx: StepContext, rank: int, world_size: int, process: Callable[[int], dict[str, Any]]
+    ) -> StageStats:
+        """The loop of a map step: `process(shard)` for each of this rank's shards not finished
+        yet (per-shard resume), its stats recorded; returns the stats of all the rank's shards."""
+        total = StageStats()
+        for shard in ctx.shards_for(rank, world_size):
+            done = self.shard_done(ctx, shard)
+            if done is None:
+                done = process(shard)
+                self.mark_shard(ctx, shard, done)
+            total.add(done)
+        return total
+
     def filter_shards(
         self,
         ctx: StepContext,
@@ -171,16 +185,13 @@ class Stage:
     ) -> dict[str, Any]:
         """A map step that reads each of this rank's shards, decides, and writes the split."""
         source = self.require_input(ctx)
-        total = StageStats()
-        for shard in ctx.shards_for(rank, world_size):
-            done = self.shard_done(ctx, shard)
-            if done is None:
-                table = source.read_shard(shard)
-                reasons, kept = decide(table, shard)
-                done = self.write_split(ctx, shard, table, reasons, kept)
-                self.mark_shard(ctx, shard, done)
-            total.add(done)
-        return total.to_dict()
+
+        def split(shard: int) -> dict[str, Any]:
+            table = source.read_shard(shard)
+            reasons, kept = decide(table, shard)
+            return self.write_split(ctx, shard, table, reasons, kept)
+
+        return self.map_shards(ctx, rank, world_size, split).to_dict()
 
 
 def doc_keys(shard: int, num_rows: int) -> np.ndarray:

@@ -249,30 +249,25 @@ class CurriculumStage(Stage):
     def step_score(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
         params = self.cparams
-        total = StageStats()
-        for shard in ctx.shards_for(rank, world_size):
-            done = self.shard_done(ctx, shard)
-            if done is None:
-                column = signal_source(parquet_schema(source.shard(shard)), params.signal, self._where(ctx))
-                table = source.read_shard(shard, [ID, column or TEXT])
-                if column is None:
-                    signal = builtin_signal(table.column(TEXT), params.signal)
-                else:
-                    signal = column_signal(table.column(column))
-                scores = pa.table(
-                    {
-                        "key": pa.array(doc_keys(shard, table.num_rows), pa.uint64()),
-                        "signal": pa.array(signal, pa.float64()),
-                        "tiebreak": pa.array(
-                            tiebreak_hashes(table.column(ID).to_pylist(), params.seed), pa.uint64()
-                        ),
-                    }
-                )
-                write_table_atomic(self._score_file(ctx, shard), scores)
-                done = {"docs_in": table.num_rows, "docs_out": table.num_rows}
-                self.mark_shard(ctx, shard, done)
-            total.add(done)
-        return total.to_dict()
+
+        def score_shard(shard: int) -> dict[str, Any]:
+            column = signal_source(parquet_schema(source.shard(shard)), params.signal, self._where(ctx))
+            table = source.read_shard(shard, [ID, column or TEXT])
+            if column is None:
+                signal = builtin_signal(table.column(TEXT), params.signal)
+            else:
+                signal = column_signal(table.column(column))
+            scores = pa.table(
+                {
+                    "key": pa.array(doc_keys(shard, table.num_rows), pa.uint64()),
+                    "signal": pa.array(signal, pa.float64()),
+                    "tiebreak": pa.array(tiebreak_hashes(table.column(ID).to_pylist(), params.seed), pa.uint64()),
+                }
+            )
+            write_table_atomic(self._score_file(ctx, shard), scores)
+            return {"docs_in": table.num_rows, "docs_out": table.num_rows}
+
+        return self.map_shards(ctx, rank, world_size, score_shard).to_dict()
 
     def step_order(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         params = self.cparams

@@ -153,15 +153,12 @@ def filter_removals(
 ) -> dict[str, Any]:
     """The filter step of both dedup stages: drop the rows the removal files list for each shard."""
     source = stage.require_input(ctx)
-    total = StageStats()
-    for shard in ctx.shards_for(rank, world_size):
-        done = stage.shard_done(ctx, shard)
-        if done is None:
-            rows, dup_of = read_removals(files, shard)
-            done = write_duplicates_split(stage, ctx, shard, source.read_shard(shard), rows, dup_of, reason)
-            stage.mark_shard(ctx, shard, done)
-        total.add(done)
-    return total.to_dict()
+
+    def split(shard: int) -> dict[str, Any]:
+        rows, dup_of = read_removals(files, shard)
+        return write_duplicates_split(stage, ctx, shard, source.read_shard(shard), rows, dup_of, reason)
+
+    return stage.map_shards(ctx, rank, world_size, split).to_dict()
 
 
 def write_partitions(
@@ -188,10 +185,8 @@ class ExactDedupStage(Stage):
     def step_hash(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
         partitions = self._partitions(world_size)
-        total = StageStats()
-        for shard in ctx.shards_for(rank, world_size):
-            if self.shard_done(ctx, shard) is not None:
-                continue
+
+        def hash_shard(shard: int) -> dict[str, Any]:
             table = source.read_shard(shard, columns=[ID, TEXT])
             texts = table.column(TEXT).combine_chunks() if table.num_rows else pa.array([], pa.string())
             hi, lo = text_hashes(normalize_for_hash(texts, self.params.normalize))
@@ -206,8 +201,10 @@ class ExactDedupStage(Stage):
                 schema=HASH_SCHEMA,
             )
             write_partitions(ctx, "hash", shard, rows, lo % np.uint64(partitions), partitions)
-            self.mark_shard(ctx, shard, {"hashed": table.num_rows})
-        return total.to_dict()
+            return {"hashed": table.num_rows}
+
+        # The hash step reports no document counts: only the filter step does.
+        return self.map_shards(ctx, rank, world_size, hash_shard).to_dict()
 
     def step_select(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         partitions = self._partitions(world_size)

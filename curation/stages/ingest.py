@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from curation.dataset import ID, TEXT, Location, read_table
 from curation.errors import InputDataError, SpecError
 from curation.spec import InputSpec, PipelineSpec
-from curation.stages.base import Stage, StageStats, StepContext
+from curation.stages.base import Stage, StepContext
 
 INVALID_TEXT = "invalid-text"
 
@@ -161,23 +161,21 @@ class IngestStage(Stage):
         root = input_location(self.spec)
         if rank == 0 and count_input_rows(self.spec) == 0:
             raise InputDataError(f"input.path {self.spec.input.path}: the dataset is empty (0 documents)")
-        total = StageStats()
-        for shard in ctx.shards_for(rank, world_size):
-            done = self.shard_done(ctx, shard)
-            if done is None:
-                f = files[shard]
-                table, bad = normalise_table(self.spec.input, read_input_file(self.spec, f), f, root)
-                if bad and not self.spec.input.skip_invalid:
-                    ids = table.column(ID).to_pylist()
-                    raise InputDataError(
-                        f"{f.path}: {len(bad)} document(s) with null or non-UTF-8 text "
-                        f"(first: row {bad[0]}, id {ids[bad[0]]}); fix them or set input.skipInvalid: true"
-                    )
-                bad_set = set(bad)
-                reasons = [INVALID_TEXT if i in bad_set else None for i in range(table.num_rows)]
-                done = self.write_split(ctx, shard, table, reasons)
-                self.mark_shard(ctx, shard, done)
-            total.add(done)
+
+        def read_file(shard: int) -> dict[str, Any]:
+            f = files[shard]
+            table, bad = normalise_table(self.spec.input, read_input_file(self.spec, f), f, root)
+            if bad and not self.spec.input.skip_invalid:
+                ids = table.column(ID).to_pylist()
+                raise InputDataError(
+                    f"{f.path}: {len(bad)} document(s) with null or non-UTF-8 text "
+                    f"(first: row {bad[0]}, id {ids[bad[0]]}); fix them or set input.skipInvalid: true"
+                )
+            bad_set = set(bad)
+            reasons = [INVALID_TEXT if i in bad_set else None for i in range(table.num_rows)]
+            return self.write_split(ctx, shard, table, reasons)
+
+        total = self.map_shards(ctx, rank, world_size, read_file)
         if rank == 0:  # extras add up across ranks in the summary: count the files once
             total.extra = {"files": len(files)}
         return total.to_dict()

@@ -99,9 +99,8 @@ class MinHashDedupStage(Stage):
     def step_signatures(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
         p = self.params
-        for shard in ctx.shards_for(rank, world_size):
-            if self.shard_done(ctx, shard) is not None:
-                continue
+
+        def sign_shard(shard: int) -> dict[str, Any]:
             texts = source.read_shard(shard, columns=[TEXT]).column(TEXT)
             texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
             bands, sigs = [np.zeros((0, p.bands), np.uint64)], [np.zeros((0, p.num_perm), np.uint32)]
@@ -118,8 +117,10 @@ class MinHashDedupStage(Stage):
                     pa.binary(4 * p.num_perm), len(matrix), [None, pa.py_buffer(matrix.tobytes())]
                 )
                 write_table_atomic(self._sig_file(ctx, shard), pa.table({"sig": blob}))
-            self.mark_shard(ctx, shard, {"documents": len(texts)})
-        return StageStats().to_dict()
+            return {"documents": len(texts)}
+
+        # The signatures step reports no document counts: only the filter step does.
+        return self.map_shards(ctx, rank, world_size, sign_shard).to_dict()
 
     def _write_bands(
         self, ctx: StepContext, shard: int, bands: np.ndarray, lengths: np.ndarray, partitions: int

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from curation.dataset import ID, TEXT, read_table, write_table_atomic
 from curation.errors import SpecError, StepError
-from curation.stages.base import Stage, StageStats, StepContext
+from curation.stages.base import Stage, StepContext
 
 QUALITY, PERPLEXITY = "quality_score", "perplexity"
 REASONS = {QUALITY: "low-quality-score", PERPLEXITY: "high-perplexity"}
@@ -81,22 +81,20 @@ class QualityScoreStage(Stage):
         if not self.columns():
             raise SpecError(f"stage {self.name}: set params.classifier, params.perplexityModel or both")
         source = self.require_input(ctx)
-        total = StageStats()
-        scorers: dict[str, Any] | None = None
-        for shard in ctx.shards_for(rank, world_size):
-            done = self.shard_done(ctx, shard)
-            if done is None:
-                scorers = scorers or self._scorers(ctx)
-                table = source.read_shard(shard, columns=[ID, TEXT])
-                texts = table.column(TEXT).to_pylist()
-                out = {ID: table.column(ID)}
-                for column, scorer in scorers.items():
-                    out[column] = pa.array(np.asarray(scorer.score(texts), dtype=np.float64), pa.float64())
-                write_table_atomic(self.score_file(ctx, shard), pa.table(out))
-                done = {"docs_in": len(texts), "docs_out": len(texts)}
-                self.mark_shard(ctx, shard, done)
-            total.add(done)
-        return total.to_dict()
+        scorers: dict[str, Any] = {}  # loaded on the first unfinished shard only
+
+        def score_shard(shard: int) -> dict[str, Any]:
+            if not scorers:
+                scorers.update(self._scorers(ctx))
+            table = source.read_shard(shard, columns=[ID, TEXT])
+            texts = table.column(TEXT).to_pylist()
+            out = {ID: table.column(ID)}
+            for column, scorer in scorers.items():
+                out[column] = pa.array(np.asarray(scorer.score(texts), dtype=np.float64), pa.float64())
+            write_table_atomic(self.score_file(ctx, shard), pa.table(out))
+            return {"docs_in": len(texts), "docs_out": len(texts)}
+
+        return self.map_shards(ctx, rank, world_size, score_shard).to_dict()
 
     def _scorers(self, ctx: StepContext) -> dict[str, Any]:
         p = self.params
@@ -158,24 +156,20 @@ class QualityScoreStage(Stage):
         columns = self.columns()
 
         source = self.require_input(ctx)
-        total = StageStats()
-        for shard in ctx.shards_for(rank, world_size):
-            done = self.shard_done(ctx, shard)
-            if done is None:
-                table = source.read_shard(shard)
-                scores = read_table(self.score_file(ctx, shard))
-                if scores.num_rows != table.num_rows or not scores.column(ID).equals(table.column(ID)):
-                    raise StepError(
-                        f"{ctx.step.id}: scores of shard {shard} do not match its documents; "
-                        "rerun the score step"
-                    )
-                keep = goodness(signal, scores.column(signal).to_numpy()) >= cutoff
-                reasons: list[str | None] = [None if k else REASONS[signal] for k in keep]
-                # Rejected rows carry their scores too, so the report can show why they went.
-                annotated = table.drop_columns([c for c in columns if c in table.column_names])
-                for column in columns:
-                    annotated = annotated.append_column(column, scores.column(column))
-                done = self.write_split(ctx, shard, annotated, reasons)
-                self.mark_shard(ctx, shard, done)
-            total.add(done)
-        return total.to_dict()
+
+        def split(shard: int) -> dict[str, Any]:
+            table = source.read_shard(shard)
+            scores = read_table(self.score_file(ctx, shard))
+            if scores.num_rows != table.num_rows or not scores.column(ID).equals(table.column(ID)):
+                raise StepError(
+                    f"{ctx.step.id}: scores of shard {shard} do not match its documents; rerun the score step"
+                )
+            keep = goodness(signal, scores.column(signal).to_numpy()) >= cutoff
+            reasons: list[str | None] = [None if k else REASONS[signal] for k in keep]
+            # Rejected rows carry their scores too, so the report can show why they went.
+            annotated = table.drop_columns([c for c in columns if c in table.column_names])
+            for column in columns:
+                annotated = annotated.append_column(column, scores.column(column))
+            return self.write_split(ctx, shard, annotated, reasons)
+
+        return self.map_shards(ctx, rank, world_size, split).to_dict()

@@ -33,7 +33,7 @@ from curation.models.clustering import (
     train_kmeans,
 )
 from curation.plan import find_step
-from curation.stages.base import Stage, StageStats, StepContext, doc_keys, split_keys
+from curation.stages.base import Stage, StepContext, doc_keys, split_keys
 
 KEY, CLUSTER, DISTANCE, PRIORITY, DUPLICATE_OF = "key", "cluster", "distance", "priority", "duplicate_of"
 
@@ -87,19 +87,16 @@ class ClusteredStage(Stage):
 
     def step_embed(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
-        total = StageStats()
-        encoder = None
-        for shard in ctx.shards_for(rank, world_size):
-            done = self.shard_done(ctx, shard)
-            if done is None:
-                if encoder is None:
-                    encoder = self._encoder(ctx)
-                texts = source.read_shard(shard, columns=[TEXT]).column(TEXT).to_pylist()
-                write_npy(self.embedding_file(ctx, shard), encoder.encode(texts))
-                done = {"docs_in": len(texts), "docs_out": len(texts)}
-                self.mark_shard(ctx, shard, done)
-            total.add(done)
-        return total.to_dict()
+        encoder: list[Any] = []  # loaded on the first unfinished shard only
+
+        def embed_shard(shard: int) -> dict[str, Any]:
+            if not encoder:
+                encoder.append(self._encoder(ctx))
+            texts = source.read_shard(shard, columns=[TEXT]).column(TEXT).to_pylist()
+            write_npy(self.embedding_file(ctx, shard), encoder[0].encode(texts))
+            return {"docs_in": len(texts), "docs_out": len(texts)}
+
+        return self.map_shards(ctx, rank, world_size, embed_shard).to_dict()
 
     def _encoder(self, ctx: StepContext) -> Any:
         from curation.models.embeddings import Encoder
