@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from curation.errors import CurationError
+from curation.spec import PipelineSpec
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -26,11 +27,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe_plan(spec_path: str) -> str:
+def describe_plan(spec_path: str, spec: PipelineSpec) -> str:
     from curation.plan import plan_steps
-    from curation.spec import load_spec
 
-    spec = load_spec(spec_path)
     lines = [f"{spec_path}: valid. {len(spec.stages)} stage(s), parallelism {spec.parallelism}."]
     for stage in spec.stages:
         lines.append(f"  stage {stage.stage_name} ({stage.type.value})")
@@ -51,15 +50,14 @@ def describe_plan(spec_path: str) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    print(describe_plan(args.spec))
+    from curation.spec import load_spec
+
+    spec = load_spec(args.spec)
+    print(describe_plan(args.spec, spec))
     if args.check_data:
         from curation.runner import preflight
-        from curation.spec import load_spec
-        from curation.stages.ingest import count_input_rows
 
-        spec = load_spec(args.spec)
-        preflight(spec)
-        print(f"  input: {count_input_rows(spec):,} documents found")
+        print(f"  input: {preflight(spec):,} documents found")
     return 0
 
 

@@ -181,12 +181,6 @@ class ShardedDataset:
     def write_shard(self, index: int, table: pa.Table) -> int:
         return write_table_atomic(self.shard(index), table)
 
-    def num_rows(self) -> int:
-        return sum(
-            pq.ParquetFile(self.loc.join(n).path, filesystem=self.loc.fs).metadata.num_rows
-            for n in self.shard_names()
-        )
-
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
         return concat(read_table(self.loc.join(n), columns) for n in self.shard_names())
 

@@ -7,7 +7,6 @@ killed mid-way resumes at shard granularity and rewrites its files atomically.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 from curation.dataset import Location
@@ -123,12 +122,9 @@ def run_rank(spec: PipelineSpec, step_id: str, rank: int, world_size: int | None
     if not 0 <= rank < world_size:
         raise SpecError(f"rank {rank} is outside 0..{world_size - 1}")
     layout = RunLayout.of(spec.output.path)
-    if step.stage == INGEST:
-        claim_output(spec)
-    elif not layout.fingerprint.exists():
+    if step.stage != INGEST and not layout.fingerprint.exists():
         raise StepError(f"{spec.output.path}: no run found (run step {INGEST}.read first)")
-    else:
-        claim_output(spec)
+    claim_output(spec)
     marker = RankMarker(layout.work, step.id)
     if marker.is_done(rank, world_size):
         return {**marker.read(rank, world_size), "skipped": True}
@@ -143,6 +139,3 @@ def run_rank(spec: PipelineSpec, step_id: str, rank: int, world_size: int | None
     marker.mark(rank, world_size, stats)
     return stats
 
-
-def step_with_world(step: Step, world_size: int) -> Step:
-    return replace(step, world_size=world_size)

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.dataset import read_table
+from curation.dataset import concat, parquet_schema, read_table
 from curation.layout import RunLayout
 
 # Numeric columns worth a histogram when a stage wrote them.
@@ -114,12 +114,8 @@ def _read(ds: Any, columns: list[str] | None = None) -> pa.Table:
     tables = []
     for name in ds.shard_names():
         loc = ds.loc.join(name)
-        from curation.dataset import parquet_schema
-
         have = set(parquet_schema(loc).names)
         tables.append(read_table(loc, [c for c in (columns or []) if c in have] if columns else None))
-    from curation.dataset import concat
-
     return concat(tables)
 
 
@@ -179,8 +175,6 @@ def _samples(layout: RunLayout, text_col: str) -> str:
     seen: dict[tuple[str, str], int] = {}
     for name in layout.rejected.shard_names():
         loc = layout.rejected.loc.join(name)
-        from curation.dataset import parquet_schema
-
         schema = parquet_schema(loc).names
         table = read_table(loc, [c for c in ("stage", "reason", text_col) if c in schema])
         for row in table.slice(0, 200).to_pylist():

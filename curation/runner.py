@@ -16,7 +16,6 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
 from curation.dataset import RankMarker
-from curation.errors import CurationError
 from curation.executor import claim_output, run_rank
 from curation.layout import RunLayout
 from curation.plan import Step, plan_steps
@@ -25,11 +24,12 @@ from curation.spec import PipelineSpec
 MODEL_STAGES = {"quality-score", "semantic-dedup", "redundancy-control", "rephrase"}
 
 
-def preflight(spec: PipelineSpec) -> None:
-    """Checks that need the data but not the work: fail before anything is written."""
+def preflight(spec: PipelineSpec) -> int:
+    """Checks that need the data but not the work: fail before anything is written.
+    Returns the number of input documents."""
     from curation.dataset import Location
     from curation.errors import SpecError
-    from curation.stages.ingest import count_input_rows, list_input_files
+    from curation.stages.ingest import require_documents
 
     inp, out = Location.of(spec.input.path), Location.of(spec.output.path)
     if type(inp.fs) is type(out.fs):
@@ -39,11 +39,7 @@ def preflight(spec: PipelineSpec) -> None:
                 f"output.path {spec.output.path} and input.path {spec.input.path} overlap; "
                 "the output must be outside the input (the input is never modified)"
             )
-    list_input_files(spec)
-    if count_input_rows(spec) == 0:
-        from curation.errors import InputDataError
-
-        raise InputDataError(f"input.path {spec.input.path}: the dataset is empty (0 documents)")
+    return require_documents(spec)  # also refuses a folder without input files
 
 
 def _run_one(spec_json: str, step_id: str, rank: int, world_size: int) -> dict[str, Any]:
@@ -98,14 +94,12 @@ def run_pipeline(
                 max_workers=procs, mp_context=_pool_context(step)
             ) as pool:
                 futures = [pool.submit(_run_one, spec_json, step.id, r, step.world_size) for r in todo]
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                for fut in futures:
+                wait(futures, return_when=FIRST_EXCEPTION)
+                for fut in futures:  # on the first failure, cancel the ranks not started yet
                     if fut.done() and fut.exception() is not None:
                         for other in futures:
                             other.cancel()
                         raise fut.exception()  # type: ignore[misc]
-                for fut in futures:
-                    fut.result()
         if bar is not None:
             bar.set_postfix_str(f"{time.monotonic() - started:.1f}s")
             bar.update(1)
@@ -139,5 +133,3 @@ def describe_summary(summary: dict[str, Any]) -> str:
                      f"{s.get('seconds', 0):6.1f}s  {removed}")
     return "\n".join(lines)
 
-
-__all__ = ["CurationError", "describe_summary", "preflight", "run_pipeline"]

@@ -51,9 +51,6 @@ class StepContext:
         """File written by a map step for one reduce partition: <scratch>/<step>/p<partition>/s<shard>."""
         return self.scratch.join(step, f"p{partition:05d}", f"s{shard:05d}.{suffix}")
 
-    def partition_dir(self, step: str, partition: int) -> Location:
-        return self.scratch.join(step, f"p{partition:05d}")
-
 
 class StageStats:
     """Counters a rank accumulates and reports (JSON-serialisable via `to_dict`)."""

@@ -57,6 +57,14 @@ def count_input_rows(spec: PipelineSpec) -> int:
     return total
 
 
+def require_documents(spec: PipelineSpec) -> int:
+    """The number of input documents; an empty input is an error (preflight and ingest rank 0)."""
+    rows = count_input_rows(spec)
+    if rows == 0:
+        raise InputDataError(f"input.path {spec.input.path}: the dataset is empty (0 documents)")
+    return rows
+
+
 def _read_jsonl(f: Location) -> pa.Table:
     try:
         with f.fs.open_input_stream(f.path) as stream:
@@ -159,8 +167,8 @@ class IngestStage(Stage):
     def step_read(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         files = list_input_files(self.spec)
         root = input_location(self.spec)
-        if rank == 0 and count_input_rows(self.spec) == 0:
-            raise InputDataError(f"input.path {self.spec.input.path}: the dataset is empty (0 documents)")
+        if rank == 0:
+            require_documents(self.spec)
 
         def read_file(shard: int) -> dict[str, Any]:
             f = files[shard]
