@@ -19,7 +19,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = with_paths(with_output(load_spec(args.spec), args.output), args.input, args.models)
     started = time.monotonic()
-    summary = run_pipeline(spec, workers=args.workers, progress=not args.quiet)
+    summary = run_pipeline(spec, workers=args.workers, progress=not args.quiet, restart=args.restart)
     print(describe_summary(summary))
     out = spec.output.path.rstrip("/")
     print(f"done in {time.monotonic() - started:.1f}s: {out}/data, {out}/rejected, {out}/summary.json, "
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="override models.path")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--restart", action="store_true",
+                   help="delete this output's previous (Thresher) run and start again, e.g. after the input changed")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a spec and print its plan")

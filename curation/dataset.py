@@ -61,8 +61,9 @@ class Location:
     def mkdir(self) -> None:
         self.fs.create_dir(self.path, recursive=True)
 
-    def list(self, suffix: str = "", recursive: bool = False) -> list[str]:
-        """Sorted names (relative paths when recursive) of files ending with suffix; hidden ones skipped."""
+    def list(self, suffix: str = "", recursive: bool = False, hidden: bool = False) -> list[str]:
+        """Sorted names (relative paths when recursive) of files ending with suffix; names with a
+        component starting with `_` or `.` are skipped unless `hidden`."""
         if not self.is_dir():
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=recursive))
@@ -71,7 +72,7 @@ class Location:
             if info.type != pafs.FileType.File:
                 continue
             rel = info.path[len(self.path.rstrip("/")) + 1 :]
-            if any(part.startswith((".", "_")) for part in rel.split("/")):
+            if not hidden and any(part.startswith((".", "_")) for part in rel.split("/")):
                 continue
             if rel.endswith(suffix):
                 out.append(rel)
@@ -189,7 +190,8 @@ class ShardedDataset:
         schema: pa.Schema | None = None
         for name in self.shard_names():
             meta = pq.ParquetFile(self.loc.join(name).path, filesystem=self.loc.fs).metadata
-            shards.append({"name": name, "rows": meta.num_rows})
+            size = self.loc.fs.get_file_info(self.loc.join(name).path).size
+            shards.append({"name": name, "rows": meta.num_rows, "bytes": int(size or 0)})
             if schema is None:
                 schema = meta.schema.to_arrow_schema()
         manifest = {

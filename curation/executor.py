@@ -6,9 +6,14 @@ killed mid-way resumes at shard granularity and rewrites its files atomically.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Any
 
+import pyarrow.fs as pafs
+
+from curation.corpus import CorpusView
 from curation.dataset import Location
 from curation.errors import SpecError, StepError
 from curation.layout import RunLayout
@@ -34,24 +39,58 @@ def with_paths(spec: PipelineSpec, input_path: str | None, models_path: str | No
     return spec.model_copy(update=update) if update else spec
 
 
-def claim_output(spec: PipelineSpec) -> None:
-    """Record which spec owns the output folder; refuse a folder owned by a different spec."""
+def input_identity(spec: PipelineSpec) -> str:
+    """Hash of the input file list with sizes and modification times: a changed input is noticed."""
+    from curation.stages.ingest import list_input_files
+
+    entries = []
+    for f in list_input_files(spec):
+        info = f.fs.get_file_info(f.path)
+        entries.append([f.path, info.size, info.mtime_ns])
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def claim_output(spec: PipelineSpec, check_input: bool = False) -> None:
+    """Record which spec (and which input) owns the output folder; refuse a folder owned by a
+    different spec, and an output whose input changed since it was started."""
     layout = RunLayout.of(spec.output.path)
     fp = data_fingerprint(spec)
     if layout.fingerprint.exists():
-        owner = layout.fingerprint.read_json().get("fingerprint")
+        record = layout.fingerprint.read_json()
+        owner = record.get("fingerprint")
         if owner != fp:
             raise SpecError(
                 f"output.path {spec.output.path} holds a run of a different spec (fingerprint {owner}, "
                 f"this spec {fp}); choose a new output folder or delete the old one"
             )
+        if check_input and record.get("input") not in (None, input_identity(spec)):
+            raise SpecError(
+                f"output.path {spec.output.path}: the input changed since this output was started "
+                f"(files added, removed or modified under {spec.input.path}); use a new output or "
+                "rerun with --restart"
+            )
         return
-    if layout.root.exists() and layout.root.list(recursive=True):
+    if layout.root.exists() and layout.root.list(recursive=True, hidden=True):
         raise SpecError(
             f"output.path {spec.output.path} exists and is not a Thresher output folder; "
             "choose an empty or new folder"
         )
-    layout.fingerprint.write_json_atomic({"fingerprint": fp, "spec": spec.model_dump(mode="json", by_alias=True)})
+    layout.fingerprint.write_json_atomic({"fingerprint": fp, "input": input_identity(spec),
+                                          "spec": spec.model_dump(mode="json", by_alias=True)})
+
+
+def restart_output(spec: PipelineSpec) -> None:
+    """Delete a Thresher output folder's contents (refuses any other folder)."""
+    layout = RunLayout.of(spec.output.path)
+    if not layout.root.exists():
+        return
+    if not layout.fingerprint.exists():
+        raise SpecError(f"output.path {spec.output.path} is not a Thresher output folder; refusing to delete it")
+    for info in layout.root.fs.get_file_info(pafs.FileSelector(layout.root.path)):
+        if info.type == pafs.FileType.Directory:
+            layout.root.fs.delete_dir(info.path)
+        else:
+            layout.root.fs.delete_file(info.path)
 
 
 def stage_config(spec: PipelineSpec, step: Step) -> Any:
@@ -60,45 +99,37 @@ def stage_config(spec: PipelineSpec, step: Step) -> Any:
     return spec.stages[step.index - 1]
 
 
-def previous_output_step(spec: PipelineSpec, step: Step) -> Step | None:
-    """The step that wrote the dataset this step reads (the previous stage's last step)."""
-    steps = plan_steps(spec)
-    prior = [s for s in steps if s.index == step.index - 1 and s.writes_output]
-    return prior[-1] if prior else None
-
-
-def num_shards(spec: PipelineSpec, step: Step, layout: RunLayout) -> int:
-    if step.stage == INGEST:
+def build_context(spec: PipelineSpec, step: Step, steps: list[Step]) -> StepContext:
+    layout = RunLayout.of(spec.output.path)
+    files = layout.stage_files(step.index, step.stage)
+    view = None
+    num_shards = 0
+    if step.stage == INGEST and step.step == "read":
         from curation.stages.ingest import list_input_files
 
-        return len(list_input_files(spec))
-    prev = previous_output_step(spec, step)
-    if prev is None:
-        return 0
-    return len(layout.stage_output(prev.index, prev.stage).shard_names())
-
-
-def build_context(spec: PipelineSpec, step: Step) -> StepContext:
-    layout = RunLayout.of(spec.output.path)
-    prev = previous_output_step(spec, step)
+        num_shards = len(list_input_files(spec))
+    elif not (step.stage == INGEST and step.step == "index"):
+        corpus = layout.corpus
+        num_shards = corpus.num_shards
+        prior = [layout.stage_files(i, s.stage_name) for i, s in enumerate(spec.stages[: step.index - 1], start=1)]
+        view = CorpusView(corpus, prior)
     return StepContext(
         spec=spec,
         step=step,
+        plan=tuple(steps),
         work=layout.work,
-        input=layout.stage_output(prev.index, prev.stage) if prev else None,
-        output=layout.stage_output(step.index, step.stage),
-        rejected=layout.stage_rejected(step.index, step.stage),
+        input=view,
+        files=files,
         scratch=layout.stage_scratch(step.index, step.stage),
         models=Location.of(spec.models.path),
-        num_shards=num_shards(spec, step, layout),
+        num_shards=num_shards,
     )
 
 
-def check_dependencies(spec: PipelineSpec, step: Step, layout: RunLayout) -> None:
+def check_dependencies(step: Step, steps: list[Step], layout: RunLayout) -> None:
     """A step may start only when every rank of the step before it has finished."""
     from curation.dataset import RankMarker
 
-    steps = plan_steps(spec)
     pos = [s.id for s in steps].index(step.id)
     if pos == 0:
         return
@@ -111,7 +142,8 @@ def run_rank(spec: PipelineSpec, step_id: str, rank: int, world_size: int | None
     """Run one rank of one step; returns the rank's statistics (also stored in its marker)."""
     from curation.dataset import RankMarker
 
-    step = find_step(spec, step_id)
+    steps = plan_steps(spec)  # once per rank: the context hands the plan to the stage
+    step = find_step(spec, step_id, steps)
     if world_size is None:
         world_size = step.world_size
     if world_size != step.world_size:
@@ -122,15 +154,15 @@ def run_rank(spec: PipelineSpec, step_id: str, rank: int, world_size: int | None
     if not 0 <= rank < world_size:
         raise SpecError(f"rank {rank} is outside 0..{world_size - 1}")
     layout = RunLayout.of(spec.output.path)
-    if step.stage != INGEST and not layout.fingerprint.exists():
-        raise StepError(f"{spec.output.path}: no run found (run step {INGEST}.read first)")
+    if step.id != steps[0].id and not layout.fingerprint.exists():
+        raise StepError(f"{spec.output.path}: no run found (run step {steps[0].id} first)")
     claim_output(spec)
     marker = RankMarker(layout.work, step.id)
     if marker.is_done(rank, world_size):
         return {**marker.read(rank, world_size), "skipped": True}
-    check_dependencies(spec, step, layout)
+    check_dependencies(step, steps, layout)
     started = time.time()
-    ctx = build_context(spec, step)
+    ctx = build_context(spec, step, steps)
     cls = load_stage_class(step.stage_type)
     stage = cls(stage_config(spec, step), spec)
     stats = stage.run(ctx, rank, world_size)
@@ -138,4 +170,3 @@ def run_rank(spec: PipelineSpec, step_id: str, rank: int, world_size: int | None
              "finished": time.time()}
     marker.mark(rank, world_size, stats)
     return stats
-

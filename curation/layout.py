@@ -5,7 +5,10 @@
     <output>/summary.json      per-stage statistics and the conservation result
     <output>/report.html       human report
     <output>/_work/spec.json   fingerprint of the spec that owns this folder
-    <output>/_work/NN-<stage>/{out,rejected,scratch}/
+    <output>/_work/corpus/     canonical shards (the corpus text, written once) + _index.json
+    <output>/_work/NN-<stage>/decisions/part-NNNNN.parquet   what the stage decided per shard
+    <output>/_work/NN-<stage>/synthetic/part-NNNNN.parquet   documents the stage created (rephrase)
+    <output>/_work/NN-<stage>/scratch/                       intermediate files of its steps
     <output>/_work/_done/<step>/rank-i-of-n.json   completion markers
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from curation.corpus import Corpus, StageFiles
 from curation.dataset import Location, ShardedDataset
 from curation.plan import stage_dir_name
 
@@ -56,11 +60,12 @@ class RunLayout:
     def stage_root(self, index: int, name: str) -> Location:
         return self.work.join(stage_dir_name(index, name))
 
-    def stage_output(self, index: int, name: str) -> ShardedDataset:
-        return ShardedDataset(self.stage_root(index, name).join("out"))
+    @property
+    def corpus(self) -> Corpus:
+        return Corpus(self.work.join("corpus"))
 
-    def stage_rejected(self, index: int, name: str) -> ShardedDataset:
-        return ShardedDataset(self.stage_root(index, name).join("rejected"))
+    def stage_files(self, index: int, name: str) -> StageFiles:
+        return StageFiles(self.stage_root(index, name))
 
     def stage_scratch(self, index: int, name: str) -> Location:
         return self.stage_root(index, name).join("scratch")

@@ -26,6 +26,24 @@ INGEST = "ingest"
 FINALIZE = "finalize"
 RESERVED_STAGE_NAMES = {INGEST, FINALIZE}
 
+# The engine's own steps. Ingest: stream the user's files into canonical shards (map over input
+# files), index them (global: the shard list), hash every id into partitions (map) and check that
+# no id repeats (reduce). Finalize: publish each shard's kept and rejected rows (map), write the
+# ordered output shards when a curriculum ordered the documents (reduce over output shards), check
+# conservation exactly per id partition (reduce), then manifests, summary and report (global).
+INGEST_STEPS: list[tuple[str, StepKind]] = [
+    ("read", StepKind.MAP),
+    ("index", StepKind.GLOBAL),
+    ("ids", StepKind.MAP),
+    ("check", StepKind.REDUCE),
+]
+FINALIZE_STEPS: list[tuple[str, StepKind]] = [
+    ("publish", StepKind.MAP),
+    ("order", StepKind.REDUCE),
+    ("check", StepKind.REDUCE),
+    ("summary", StepKind.GLOBAL),
+]
+
 # stage type -> ordered (step name, kind, uses the stage's GPUs). The last step writes the
 # stage's output dataset and its rejected rows.
 STEP_TABLE: dict[str, list[tuple[str, StepKind, bool]]] = {
@@ -62,6 +80,8 @@ STEP_TABLE: dict[str, list[tuple[str, StepKind, bool]]] = {
     StageType.CURRICULUM: [
         ("score", StepKind.MAP, False),
         ("order", StepKind.GLOBAL, False),
+        ("partition", StepKind.MAP, False),
+        ("rank", StepKind.REDUCE, False),
         ("write", StepKind.MAP, False),
     ],
 }
@@ -89,15 +109,33 @@ def stage_dir_name(index: int, stage: str) -> str:
     return f"{index:02d}-{stage}"
 
 
+def stage_uses_gpu(stage_type: str) -> bool:
+    """Whether any step of this stage type runs on the stage's GPUs (`resources.gpus`)."""
+    return any(gpu for _, _, gpu in STEP_TABLE[stage_type])
+
+
+def check_stage_gpus(position: int, stage_type: str, gpus: int) -> None:
+    """A CPU-only stage type refuses `resources.gpus` instead of silently ignoring it."""
+    if gpus and not stage_uses_gpu(stage_type):
+        gpu_types = ", ".join(t for t in STEP_TABLE if stage_uses_gpu(t))
+        raise SpecError(
+            f"spec.stages[{position}].resources.gpus: stage type {stage_type} runs on CPU only, so "
+            f"its pods would never use the {gpus} GPU(s); remove `gpus` (GPU stage types: {gpu_types})"
+        )
+
+
 def plan_steps(spec: PipelineSpec) -> list[Step]:
     """The ordered steps of a pipeline. Depends only on the spec, never on the data."""
     steps: list[Step] = [
-        Step(f"{INGEST}.read", INGEST, INGEST, "read", StepKind.MAP, spec.parallelism, 0, 0, True)
+        Step(f"{INGEST}.{name}", INGEST, INGEST, name, kind, 1 if kind == StepKind.GLOBAL else spec.parallelism,
+             0, 0, name == "read")
+        for name, kind in INGEST_STEPS
     ]
     for i, stage in enumerate(spec.stages, start=1):
         name = stage.stage_name
         if name in RESERVED_STAGE_NAMES:
             raise SpecError(f"spec.stages[{i - 1}].name: '{name}' is reserved; choose another name")
+        check_stage_gpus(i - 1, str(stage.type), stage.resources.gpus)
         table = STEP_TABLE[stage.type]
         ranks = stage.parallelism or spec.parallelism
         for j, (step, kind, gpu) in enumerate(table):
@@ -115,14 +153,17 @@ def plan_steps(spec: PipelineSpec) -> list[Step]:
                     writes_output=j == len(table) - 1,
                 )
             )
-    steps.append(
-        Step(f"{FINALIZE}.write", FINALIZE, FINALIZE, "write", StepKind.GLOBAL, 1, 0, len(spec.stages) + 1, False)
+    last = len(spec.stages) + 1
+    steps.extend(
+        Step(f"{FINALIZE}.{name}", FINALIZE, FINALIZE, name, kind,
+             1 if kind == StepKind.GLOBAL else spec.parallelism, 0, last, False)
+        for name, kind in FINALIZE_STEPS
     )
     return steps
 
 
-def find_step(spec: PipelineSpec, step_id: str) -> Step:
-    steps = plan_steps(spec)
+def find_step(spec: PipelineSpec, step_id: str, steps: list[Step] | None = None) -> Step:
+    steps = steps if steps is not None else plan_steps(spec)
     for step in steps:
         if step.id == step_id:
             return step
@@ -136,7 +177,7 @@ def data_fingerprint(spec: PipelineSpec) -> str:
         by_alias=True,
         include={"input", "output", "models", "stages", "parallelism"},
     )
-    doc["output"] = {"rowsPerShard": doc["output"].get("rowsPerShard")}
+    doc["output"] = {}
     for stage in doc["stages"]:
         stage.pop("resources", None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
 from curation.dataset import RankMarker
-from curation.executor import claim_output, run_rank
+from curation.executor import claim_output, restart_output, run_rank
 from curation.layout import RunLayout
 from curation.plan import Step, plan_steps
 from curation.spec import PipelineSpec
@@ -31,15 +31,29 @@ def preflight(spec: PipelineSpec) -> int:
     from curation.errors import SpecError
     from curation.stages.ingest import require_documents
 
-    inp, out = Location.of(spec.input.path), Location.of(spec.output.path)
-    if type(inp.fs) is type(out.fs):
-        a, b = inp.path.rstrip("/") + "/", out.path.rstrip("/") + "/"
+    out = Location.of(spec.output.path)
+    for what, other in (("input.path", spec.input.path), ("models.path", spec.models.path)):
+        loc = Location.of(other)
+        if type(loc.fs) is not type(out.fs):
+            continue
+        a, b = _resolved(loc), _resolved(out)
         if a.startswith(b) or b.startswith(a):
             raise SpecError(
-                f"output.path {spec.output.path} and input.path {spec.input.path} overlap; "
-                "the output must be outside the input (the input is never modified)"
+                f"output.path {spec.output.path} and {what} {other} overlap"
+                f"{' (after following symbolic links)' if (a, b) != (loc.path + '/', out.path + '/') else ''}; "
+                "the output must be outside them (inputs are never modified)"
             )
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"output.path {spec.output.path} is a file; choose a folder")
+    if os.path.islink(out.path) and not os.path.exists(out.path):
+        raise SpecError(f"output.path {spec.output.path} is a dangling symbolic link; remove it or choose another")
     return require_documents(spec)  # also refuses a folder without input files
+
+
+def _resolved(loc: Any) -> str:
+    """A local path with every symbolic link followed (compare real places, not names)."""
+    path = os.path.realpath(loc.path) if loc.fs.type_name == "local" else loc.path
+    return path.rstrip("/") + "/"
 
 
 def _run_one(spec_json: str, step_id: str, rank: int, world_size: int) -> dict[str, Any]:
@@ -70,10 +84,13 @@ def run_pipeline(
     spec: PipelineSpec,
     workers: int | None = None,
     progress: bool = True,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the whole pipeline; returns the summary."""
     preflight(spec)
-    claim_output(spec)
+    if restart:
+        restart_output(spec)
+    claim_output(spec, check_input=True)
     layout = RunLayout.of(spec.output.path)
     workers = max(1, workers or os.cpu_count() or 1)
     steps = plan_steps(spec)

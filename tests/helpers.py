@@ -30,10 +30,12 @@ def write_docs(folder: Path, texts: list[str], shards: int = 2, ids: list[str] |
     return folder
 
 
-def make_spec(input_dir: Path, output_dir: Path, stages: list[dict[str, Any]], **kw: Any) -> PipelineSpec:
+def make_spec(input_dir: Path, output_dir: Path, stages: list[dict[str, Any]], keep_work: bool = True,
+              **kw: Any) -> PipelineSpec:
+    """A spec over `input_dir`; unit tests keep `_work/` by default so they can look inside it."""
     doc: dict[str, Any] = {
         "input": {"path": str(input_dir), "idField": "doc_id"},
-        "output": {"path": str(output_dir)},
+        "output": {"path": str(output_dir), "keepWork": keep_work},
         "stages": stages,
         **kw,
     }

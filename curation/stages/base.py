@@ -8,7 +8,9 @@ module-level pure functions next to them.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,13 +19,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from curation.dataset import (
-    TEXT,
-    Location,
-    ShardedDataset,
-    with_stage_reason,
-)
+from curation.corpus import BYTES, EVIDENCE, ROW, CorpusView, StageFiles, decision_table, write_parquet
+from curation.dataset import TEXT, Location, read_table
 from curation.errors import StepError
 from curation.plan import Step
 from curation.spec import PipelineSpec
@@ -35,21 +34,82 @@ class StepContext:
 
     spec: PipelineSpec
     step: Step
+    plan: tuple[Step, ...]  # every step of the pipeline, computed once per rank
     work: Location  # <output>/_work
-    input: ShardedDataset | None  # previous stage's kept documents (None for ingest)
-    output: ShardedDataset  # this stage's kept documents
-    rejected: ShardedDataset  # this stage's rejected documents (with stage, reason)
+    input: CorpusView | None  # the documents alive at this stage's entry (None for ingest)
+    files: StageFiles  # this stage's decision (and synthetic) files
     scratch: Location  # this stage's intermediate files
     models: Location  # the models location
-    num_shards: int  # number of shards flowing through the pipeline
+    num_shards: int  # map steps: number of units (canonical shards; input files for ingest.read)
 
     def shards_for(self, rank: int, world_size: int) -> list[int]:
         """Map steps: rank r takes shards i with i % world_size == r."""
         return [i for i in range(self.num_shards) if i % world_size == rank]
 
-    def partition_file(self, step: str, partition: int, shard: int, suffix: str = "parquet") -> Location:
-        """File written by a map step for one reduce partition: <scratch>/<step>/p<partition>/s<shard>."""
-        return self.scratch.join(step, f"p{partition:05d}", f"s{shard:05d}.{suffix}")
+    def peer(self, step: str) -> Step:
+        """Another step of the same stage (e.g. the map step whose files a reduce reads)."""
+        for s in self.plan:
+            if s.stage == self.step.stage and s.step == step:
+                return s
+        raise StepError(f"stage {self.step.stage} has no step '{step}'")
+
+    def partition_file(self, step: str, partition: int, rank: int) -> Location:
+        """File a rank of a map step wrote for one reduce partition: <scratch>/<step>/p<partition>/r<rank>."""
+        return self.scratch.join(step, f"p{partition:05d}", f"r{rank:05d}.parquet")
+
+    def read_partition(self, step: str, partition: int, schema: pa.Schema, writer: str | None = None) -> pa.Table:
+        """Every rank's rows for one partition of folder `step`, written by the map step `writer`
+        (default: the step of that name); a rank that had no rows for it wrote no file."""
+        ranks = self.peer(writer or step).world_size
+        tables = [read_table(f) for f in (self.partition_file(step, partition, r) for r in range(ranks))
+                  if f.exists()]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+class PartitionWriter:
+    """One rank's rows split by partition: at most one file per partition, committed on close.
+
+    Rows are buffered up to `budget` bytes and flushed as row groups, so memory is bounded and
+    the number of files is (ranks x partitions), never (shards x partitions)."""
+
+    def __init__(self, ctx: StepContext, step: str, rank: int, count: int, schema: pa.Schema,
+                 budget: int = 64 << 20) -> None:
+        self.ctx, self.step, self.rank, self.count, self.schema, self.budget = ctx, step, rank, count, schema, budget
+        self.buffers: dict[int, list[pa.Table]] = {}
+        self.buffered = 0
+        self.writers: dict[int, tuple[pq.ParquetWriter, str]] = {}
+
+    def write(self, table: pa.Table, partition: np.ndarray) -> None:
+        order = np.argsort(partition, kind="stable")
+        bounds = np.searchsorted(partition[order], np.arange(self.count + 1))
+        for p in np.flatnonzero(np.diff(bounds)).tolist():
+            part = table.take(pa.array(order[bounds[p] : bounds[p + 1]], pa.int64()))
+            self.buffers.setdefault(p, []).append(part)
+            self.buffered += part.nbytes
+        if self.buffered >= self.budget:
+            self.flush()
+
+    def flush(self) -> None:
+        for p, parts in self.buffers.items():
+            if p not in self.writers:
+                final = self.ctx.partition_file(self.step, p, self.rank)
+                parent = final.path.rsplit("/", 1)[0]
+                final.fs.create_dir(parent, recursive=True)
+                tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-r{self.rank:05d}.parquet"
+                sink = final.fs.open_output_stream(tmp)
+                self.writers[p] = (pq.ParquetWriter(sink, self.schema, compression="zstd"), tmp)
+            self.writers[p][0].write_table(pa.concat_tables(parts).cast(self.schema))
+        self.buffers.clear()
+        self.buffered = 0
+
+    def close(self) -> int:
+        """Commit every file; returns how many partitions got rows."""
+        self.flush()
+        for p, (writer, tmp) in self.writers.items():
+            writer.close()
+            final = self.ctx.partition_file(self.step, p, self.rank)
+            final.fs.move(tmp, final.path)
+        return len(self.writers)
 
 
 class StageStats:
@@ -87,7 +147,12 @@ class StageStats:
 
 
 def text_bytes(table: pa.Table) -> int:
-    if TEXT not in table.column_names or table.num_rows == 0:
+    """UTF-8 bytes of a table's documents (from `_bytes` when present, else the text)."""
+    if table.num_rows == 0:
+        return 0
+    if BYTES in table.column_names:
+        return int(pc.sum(table.column(BYTES)).as_py() or 0)
+    if TEXT not in table.column_names:
         return 0
     return int(pc.sum(pc.binary_length(table.column(TEXT).cast(pa.large_binary()))).as_py() or 0)
 
@@ -118,7 +183,7 @@ class Stage:
 
     # ---- helpers for map steps -------------------------------------------------------------
 
-    def require_input(self, ctx: StepContext) -> ShardedDataset:
+    def require_input(self, ctx: StepContext) -> CorpusView:
         if ctx.input is None:
             raise StepError(f"{ctx.step.id}: this step needs the previous stage's output")
         return ctx.input
@@ -137,27 +202,53 @@ class Stage:
     def write_split(
         self, ctx: StepContext, shard: int, table: pa.Table, reasons: Reasons, kept: pa.Table | None = None
     ) -> dict[str, Any]:
-        """Write the kept rows to the stage output and the others to `rejected/` with their reason.
+        """Record the stage's decision about each row of `table` (the rows `ctx.input` gave, with `_row`).
 
-        `kept`, when given, replaces the kept rows (e.g. with annotation columns added)."""
-        mask = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+        Columns of `table` (or of `kept`, the kept rows, when given) that the stage's input did not
+        have are its annotations; a changed `text` in `kept` is a modification (stored for the
+        changed rows only). Nothing else of the document is written."""
         if len(reasons) != table.num_rows:
             raise StepError(f"{ctx.step.id}: {len(reasons)} decisions for {table.num_rows} rows")
-        keep_table = kept if kept is not None else table.filter(pa.array(mask))
-        if keep_table.num_rows != int(mask.sum()):
-            raise StepError(f"{ctx.step.id}: kept table has {keep_table.num_rows} rows, expected {mask.sum()}")
-        drop_idx = np.flatnonzero(~mask)
-        drop_reasons = [reasons[i] for i in drop_idx]
-        rejected = with_stage_reason(table.take(pa.array(drop_idx, pa.int64())), self.name, drop_reasons)
-        ctx.rejected.write_shard(shard, rejected)
-        ctx.output.write_shard(shard, keep_table)
+        mask = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
+        rows = table.column(ROW).to_numpy().astype(np.int64)
+        # Evidence (`dup_of`, `similarity`) is per stage: an earlier stage's column does not hide this one's.
+        before = (set(self.require_input(ctx).schema(shard).names) - set(EVIDENCE)) | {ROW, BYTES, TEXT}
+        annotations: dict[str, pa.Array] = {}
+        source = table if kept is None else kept
+        if kept is not None and kept.num_rows != int(mask.sum()):
+            raise StepError(f"{ctx.step.id}: kept table has {kept.num_rows} rows, expected {mask.sum()}")
+        kept_pos = np.flatnonzero(mask)
+        for name in source.column_names:
+            if name in before:
+                continue
+            values = source.column(name).combine_chunks() if source.num_rows else pa.array([], source.column(name).type)
+            annotations[name] = values if kept is None else _spread(values, kept_pos, table.num_rows)
+        if kept is not None and TEXT in kept.column_names and TEXT in table.column_names and kept.num_rows:
+            old = table.column(TEXT).take(pa.array(kept_pos, pa.int64()))
+            changed = pc.fill_null(pc.not_equal(kept.column(TEXT), old), True)
+            if pc.any(changed).as_py():
+                new_text = pc.if_else(changed, kept.column(TEXT), pa.nulls(kept.num_rows, pa.string()))
+                annotations[TEXT] = _spread(new_text.combine_chunks(), kept_pos, table.num_rows)
+                lengths = pc.binary_length(new_text).cast(pa.int64())
+                annotations[BYTES] = _spread(lengths.combine_chunks(), kept_pos, table.num_rows)
+        decisions = decision_table(rows, pa.array(list(reasons), pa.string()), annotations)
         stats = StageStats()
         stats.docs_in = table.num_rows
-        stats.docs_out = keep_table.num_rows
+        stats.docs_out = int(mask.sum())
         stats.bytes_in = text_bytes(table)
-        stats.bytes_out = text_bytes(keep_table)
-        stats.removed.update(r for r in drop_reasons if r is not None)
+        stats.bytes_out = text_bytes(table.filter(pa.array(mask)))
+        stats.removed.update(r for r in reasons if r is not None)
+        self.write_decisions(ctx, shard, decisions)
         return stats.to_dict()
+
+    def write_decisions(self, ctx: StepContext, shard: int, decisions: pa.Table,
+                        synthetic: pa.Table | None = None) -> None:
+        """Write a shard's decision file (and, for stages that create documents, its synthetic rows:
+        written first, so a decision file never names rows that do not exist)."""
+        if synthetic is not None:
+            write_parquet(ctx.files.synthetic(shard), synthetic)
+        write_parquet(ctx.files.decisions(shard), decisions,
+                      {"thresher.stage": json.dumps({"stage": self.name, "step": ctx.step.id})})
 
     def map_shards(
         self, ctx: StepContext, rank: int, world_size: int, process: Callable[[int], dict[str, Any]]
@@ -179,12 +270,13 @@ class Stage:
         rank: int,
         world_size: int,
         decide: Callable[[pa.Table, int], tuple[Reasons, pa.Table | None]],
+        columns: list[str] | None = None,
     ) -> dict[str, Any]:
         """A map step that reads each of this rank's shards, decides, and writes the split."""
         source = self.require_input(ctx)
 
         def split(shard: int) -> dict[str, Any]:
-            table = source.read_shard(shard)
+            table = source.read_shard(shard, columns)
             reasons, kept = decide(table, shard)
             return self.write_split(ctx, shard, table, reasons, kept)
 
@@ -199,3 +291,10 @@ def doc_keys(shard: int, num_rows: int) -> np.ndarray:
 def split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys = keys.astype(np.uint64, copy=False)
     return (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def _spread(values: pa.Array, positions: np.ndarray, size: int) -> pa.Array:
+    """A `size`-long array holding `values` at `positions` and null elsewhere."""
+    pos = np.full(size, -1, dtype=np.int64)
+    pos[positions] = np.arange(len(positions), dtype=np.int64)
+    return pc.take(values, pa.array(pos, mask=pos < 0))

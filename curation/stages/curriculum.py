@@ -1,15 +1,17 @@
 """Curriculum: order the kept documents by a signal and write ordered shards plus a mixture manifest.
 
-Steps:
-- `score` (map over input shards): the signal and a seeded tie-break hash of the id per document,
-  written to `<scratch>/score/sNNNNN.parquet` with the document's global key (shard, row).
-- `order` (global): sort or interleave all documents, cut the order into output shards of
-  `rowsPerShard` rows, write one assignment file per output shard (`<scratch>/order/aNNNNN.parquet`:
-  source shard, source row, signal, position) and the mixture manifest `<scratch>/curriculum.json`.
-- `write` (map over *output* shards: rank r writes shards j with j % world_size == r): each rank
-  reads every input shard it needs once, cuts it into pieces per output shard (scratch files, so
-  memory stays at one shard), then assembles each output shard in order with the columns
-  `curriculum_signal` and `curriculum_position`.
+Steps (no step holds per-document data for the whole corpus):
+- `score` (map): the signal and a seeded tie-break hash of the id per alive document, one file per
+  rank, plus a deterministic bounded sample (`curriculum_order.SAMPLE_DOCS`).
+- `order` (global): from the sample only, the bucket boundaries (equal counts by rank) and the
+  range boundaries of the sort; the number of ordered output shards (`rowsPerShard`).
+- `partition` (map): each rank sends its score rows to their range (one file per range and rank).
+- `rank` (reduce per range): sorts one range; position = documents in earlier ranges + rank inside.
+  Interleaved: ranges are (bucket, slice of the tie-break hash), and the position follows from the
+  round inside the bucket and the bucket sizes.
+- `write` (map over groups of shards): the decisions, with the annotations `curriculum_signal` and
+  `curriculum_position`; rank 0 writes the mixture manifest's bucket statistics.
+Publishing (finalize) then writes `data/` in position order, `rowsPerShard` rows per shard.
 
 Nothing is rejected; the order depends only on the ids and signals, never on the parallelism.
 """
@@ -25,20 +27,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from curation.dataset import (
-    ID,
-    TEXT,
-    Location,
-    ShardedDataset,
-    concat,
-    parquet_schema,
-    read_table,
-    with_stage_reason,
-    write_table_atomic,
-)
-from curation.errors import SpecError
+from curation.corpus import PARTITION_ROWS, partition_count
+from curation.dataset import ID, TEXT, Location, RankMarker, read_table
+from curation.errors import SpecError, StepError
 from curation.params.curriculum import BUILTIN_SIGNALS, CurriculumParams
-from curation.stages.base import Stage, StageStats, StepContext, doc_keys, split_keys, text_bytes
+from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys
+from curation.stages.curriculum_order import (
+    count_at_or_below,
+    in_sample,
+    interleaved_positions,
+    lex_order,
+    quantile_boundaries,
+    sample_rate,
+    sort_words,
+)
 
 SIGNAL_COLUMN = "curriculum_signal"
 POSITION_COLUMN = "curriculum_position"
@@ -223,10 +225,14 @@ def with_curriculum_columns(table: pa.Table, signal: np.ndarray, position: np.nd
 
 
 class CurriculumStage(Stage):
-    """Orders documents by a signal: score (map) → order (global) → write (map over output shards)."""
+    """Orders documents by a signal; the published output is written in that order.
+
+    score (map) -> order (global: boundaries from a bounded sample) -> partition (map: rows to
+    ranges) -> rank (reduce per range: exact positions) -> write (map over shard groups: the
+    annotations `curriculum_signal` and `curriculum_position`). Nothing is rejected."""
 
     type_name = "curriculum"
-    steps = ("score", "order", "write")
+    steps = ("score", "order", "partition", "rank", "write")
 
     @property
     def cparams(self) -> CurriculumParams:
@@ -237,141 +243,219 @@ class CurriculumStage(Stage):
     def _where(self, ctx: StepContext) -> str:
         return f"spec.stages[{ctx.step.index - 1}].params.signal"
 
-    def _score_file(self, ctx: StepContext, shard: int) -> Location:
-        return ctx.scratch.join("score", f"s{shard:05d}.parquet")
+    def _plan(self, ctx: StepContext) -> dict[str, Any]:
+        data: dict[str, Any] = ctx.scratch.join("order", "plan.json").read_json()
+        return data
 
-    def _assign_file(self, ctx: StepContext, out_shard: int) -> Location:
-        return ctx.scratch.join("order", f"a{out_shard:05d}.parquet")
-
-    def _piece_file(self, ctx: StepContext, out_shard: int, shard: int) -> Location:
-        return ctx.scratch.join("pieces", f"o{out_shard:05d}", f"s{shard:05d}.parquet")
+    def _words(self, table: pa.Table, descending: bool = False) -> np.ndarray:
+        return sort_words(table.column("signal").to_numpy(), table.column("tiebreak").to_numpy(),
+                          table.column("key").to_numpy(), descending)
 
     def step_score(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
         params = self.cparams
-
-        def score_shard(shard: int) -> dict[str, Any]:
-            column = signal_source(parquet_schema(source.shard(shard)), params.signal, self._where(ctx))
+        column = signal_source(source.schema(0), params.signal, self._where(ctx)) if ctx.num_shards else None
+        rate = sample_rate(source.corpus.rows)
+        scores = PartitionWriter(ctx, "score", rank, 1, SCORE_SCHEMA)
+        sample = PartitionWriter(ctx, "sample", rank, 1, SCORE_SCHEMA)
+        docs = 0
+        for shard in ctx.shards_for(rank, world_size):
             table = source.read_shard(shard, [ID, column or TEXT])
-            if column is None:
-                signal = builtin_signal(table.column(TEXT), params.signal)
-            else:
-                signal = column_signal(table.column(column))
-            scores = pa.table(
-                {
-                    "key": pa.array(doc_keys(shard, table.num_rows), pa.uint64()),
-                    "signal": pa.array(signal, pa.float64()),
-                    "tiebreak": pa.array(tiebreak_hashes(table.column(ID).to_pylist(), params.seed), pa.uint64()),
-                }
-            )
-            write_table_atomic(self._score_file(ctx, shard), scores)
-            return {"docs_in": table.num_rows, "docs_out": table.num_rows}
-
-        return self.map_shards(ctx, rank, world_size, score_shard).to_dict()
+            signal = builtin_signal(table.column(TEXT), params.signal) if column is None else column_signal(
+                table.column(column))
+            ids = pc.cast(table.column(ID), pa.string()).to_pylist()
+            rows = pa.table({"key": pa.array(doc_keys(shard, table.num_rows), pa.uint64()),
+                             "signal": pa.array(signal, pa.float64()),
+                             "tiebreak": pa.array(tiebreak_hashes(ids, params.seed), pa.uint64())},
+                            schema=SCORE_SCHEMA)
+            zero = np.zeros(rows.num_rows, dtype=np.int64)
+            scores.write(rows, zero)
+            picked = in_sample(rows.column("tiebreak").to_numpy(), rate)
+            sample.write(rows.filter(pa.array(picked)), zero[picked])
+            docs += rows.num_rows
+        scores.close()
+        sample.close()
+        stats = StageStats()
+        stats.extra = {"scored": docs}
+        return stats.to_dict()
 
     def step_order(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         params = self.cparams
-        scores = concat(read_table(self._score_file(ctx, i)) for i in range(ctx.num_shards))
-        n = scores.num_rows
-
-        def column(name: str, dtype: type) -> np.ndarray:
-            return np.asarray(scores.column(name).to_numpy(), dtype=dtype) if n else np.zeros(0, dtype)
-
-        keys, signal, tiebreak = (
-            column("key", np.uint64),
-            column("signal", np.float64),
-            column("tiebreak", np.uint64),
-        )
-        bucket = quantile_buckets(signal, tiebreak, keys, params.buckets)
-        perm = curriculum_order(signal, tiebreak, keys, params, bucket)
+        score = ctx.peer("score")
+        marker = RankMarker(ctx.work, score.id)
+        n = sum(int(marker.read(r, score.world_size).get("extra", {}).get("scored", 0))
+                for r in range(score.world_size))
+        sample = ctx.read_partition("sample", 0, SCORE_SCHEMA, writer="score")
+        ascending = self._words(sample)
+        ascending = ascending[lex_order(ascending)]
+        buckets = quantile_boundaries(ascending, params.buckets)
+        ranks = ctx.peer("rank").world_size
+        ranges = partition_count(n, PARTITION_ROWS["curriculum"], ranks)
+        if params.order == "interleaved":
+            subranges = max(1, math.ceil(ranges / params.buckets))
+            bounds = np.zeros((0, 4), np.uint64)
+            ranges = params.buckets * subranges
+        else:
+            subranges = 1
+            words = self._words(sample, params.order == "descending")
+            bounds = quantile_boundaries(words[lex_order(words)], ranges)
+        write_npy(ctx.scratch.join("order", "buckets.npy"), buckets)
+        write_npy(ctx.scratch.join("order", "ranges.npy"), bounds)
         rows = params.rows_per_shard
-        num_out = max(1, math.ceil(n / rows))
-        source_shard, source_row = split_keys(keys[perm])
-        ordered_signal = signal[perm]
-        for j in range(num_out):
-            part = slice(j * rows, (j + 1) * rows)
-            write_table_atomic(
-                self._assign_file(ctx, j),
-                pa.table(
-                    {
-                        "source_shard": pa.array(source_shard[part], pa.int64()),
-                        "source_row": pa.array(source_row[part], pa.int64()),
-                        "signal": pa.array(ordered_signal[part], pa.float64()),
-                        "position": pa.array(np.arange(n, dtype=np.int64)[part], pa.int64()),
-                    }
-                ),
-            )
-        manifest = mixture_manifest(params, signal, bucket, perm, rows, num_out)
-        ctx.scratch.join(MANIFEST).write_json_atomic(manifest)
-        ctx.scratch.join("order", "plan.json").write_json_atomic({"docs": n, "output_shards": num_out})
+        output_shards = max(1, math.ceil(n / rows))
+        groups = partition_count(n, PARTITION_ROWS["curriculum"], ctx.peer("write").world_size)
+        ctx.scratch.join("order", "plan.json").write_json_atomic(
+            {"docs": n, "ranges": ranges, "subranges": subranges, "groups": groups})
+        ctx.scratch.join(ORDER_FILE).write_json_atomic(
+            {"docs": n, "rows_per_shard": rows, "output_shards": output_shards})
         stats = StageStats()
-        stats.extra = manifest_extra(manifest)
+        stats.extra = {"curriculum": {"docs": n, "output_shards": output_shards, "sample": sample.num_rows}}
+        return stats.to_dict()
+
+    def step_partition(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        params, plan = self.cparams, self._plan(ctx)
+        table = ctx.partition_file("score", 0, rank)
+        rows = read_table(table) if table.exists() else SCORE_SCHEMA.empty_table()
+        bucket = count_at_or_below(self._words(rows), read_npy(ctx.scratch.join("order", "buckets.npy")))
+        if params.order == "interleaved":
+            sub = ((rows.column("tiebreak").to_numpy() >> np.uint64(32)) * np.uint64(plan["subranges"])) >> np.uint64(32)
+            where = bucket * plan["subranges"] + sub.astype(np.int64)
+        else:
+            words = self._words(rows, params.order == "descending")
+            where = count_at_or_below(words, read_npy(ctx.scratch.join("order", "ranges.npy")))
+        out = rows.append_column("bucket", pa.array(bucket, pa.int64()))
+        writer = PartitionWriter(ctx, "ranges", rank, plan["ranges"], RANGE_SCHEMA)
+        writer.write(out, where)
+        writer.close()
+        stats = StageStats()
+        stats.extra = {"range_counts": np.bincount(where, minlength=plan["ranges"]).tolist()}
+        return stats.to_dict()
+
+    def step_rank(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        params, plan = self.cparams, self._plan(ctx)
+        part = ctx.peer("partition")
+        marker = RankMarker(ctx.work, part.id)
+        counts = np.zeros(plan["ranges"], dtype=np.int64)
+        for r in range(part.world_size):
+            counts += np.asarray(marker.read(r, part.world_size)["extra"]["range_counts"], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        sub = plan["subranges"]
+        sizes = counts.reshape(-1, sub).sum(axis=1) if params.order == "interleaved" else None
+        writer = PartitionWriter(ctx, "positions", rank, plan["groups"], POSITION_SCHEMA)
+        group_of = _shard_groups(ctx.num_shards, plan["groups"])
+        buckets: dict[int, list[float]] = {}
+        for q in range(rank, plan["ranges"], world_size):
+            rows = ctx.read_partition("ranges", q, RANGE_SCHEMA, writer="partition")
+            if params.order == "interleaved":
+                tb, keys = rows.column("tiebreak").to_numpy(), rows.column("key").to_numpy()
+                order = np.lexsort((keys, tb))
+                b = q // sub
+                within = offsets[q] - offsets[b * sub] + np.arange(len(order))
+                position = interleaved_positions(np.full(len(order), b), within, sizes)  # type: ignore[arg-type]
+            else:
+                order = lex_order(self._words(rows, params.order == "descending"))
+                position = offsets[q] + np.arange(len(order))
+            rows = rows.take(pa.array(order, pa.int64()))
+            signal = rows.column("signal").to_numpy()
+            bucket = rows.column("bucket").to_numpy()
+            for b in np.unique(bucket).tolist():
+                values = signal[bucket == b]
+                entry = buckets.setdefault(int(b), [0, 0.0, math.inf, -math.inf, 0])
+                present = values[~np.isnan(values)]
+                entry[0] += len(values)
+                entry[4] += len(values) - len(present)
+                if len(present):
+                    entry[1] += float(present.sum())
+                    entry[2] = min(entry[2], float(present.min()))
+                    entry[3] = max(entry[3], float(present.max()))
+            out = pa.table({"key": rows.column("key"), "position": pa.array(position, pa.int64()),
+                            "signal": rows.column("signal"), "bucket": rows.column("bucket")},
+                           schema=POSITION_SCHEMA)
+            shard = (out.column("key").to_numpy() >> np.uint64(32)).astype(np.int64)
+            writer.write(out, group_of[shard] if len(shard) else shard)
+        writer.close()
+        stats = StageStats()
+        stats.extra = {"bucket_stats": {str(b): v for b, v in buckets.items()}}
         return stats.to_dict()
 
     def step_write(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
-        plan = ctx.scratch.join("order", "plan.json").read_json()
-        mine = [j for j in range(int(plan["output_shards"])) if j % world_size == rank]
+        plan = self._plan(ctx)
+        group_of = _shard_groups(ctx.num_shards, plan["groups"])
         total = StageStats()
-        todo = []
-        for j in mine:
-            done = self.shard_done(ctx, j)
-            if done is None:
-                todo.append(j)
-            else:
-                total.add(done)
-        assignments = {j: read_table(self._assign_file(ctx, j)) for j in todo}
-        self._cut_pieces(ctx, source, assignments)
-        for j in todo:
-            done = self._assemble(ctx, source, j, assignments[j])
-            self.mark_shard(ctx, j, done)
-            ctx.scratch.join("pieces", f"o{j:05d}").delete_dir()
-            total.add(done)
+        for g in range(rank, plan["groups"], world_size):
+            rows = ctx.read_partition("positions", g, POSITION_SCHEMA, writer="rank")
+            keys = rows.column("key").to_numpy()
+            shard_of = (keys >> np.uint64(32)).astype(np.int64)
+            for shard in np.flatnonzero(group_of == g).tolist():
+                mine = rows.filter(pa.array(shard_of == shard))
+                table = source.read_shard(shard, [])
+                pos = (mine.column("key").to_numpy() & np.uint64(0xFFFFFFFF)).astype(np.int64)
+                if len(pos) != table.num_rows or (len(pos) and len(np.unique(pos)) != table.num_rows):
+                    raise StepError(f"{ctx.step.id}: positions do not cover shard {shard}; rerun the stage")
+                at = np.empty(len(pos), dtype=np.int64)
+                at[pos] = np.arange(len(pos))
+                idx = pa.array(at, pa.int64())
+                annotated = table.append_column(SIGNAL_COLUMN, mine.column("signal").take(idx))
+                annotated = annotated.append_column(POSITION_COLUMN, mine.column("position").take(idx))
+                total.add(self.write_split(ctx, shard, annotated, [None] * table.num_rows))
+        if rank == 0:
+            total.extra = {"curriculum": {"bucket_docs": self._write_manifest(ctx)}}
         return total.to_dict()
 
-    def _cut_pieces(self, ctx: StepContext, source: ShardedDataset, assignments: dict[int, pa.Table]) -> None:
-        """Read each needed input shard once; write, per output shard, the rows it takes from it."""
-        wanted: dict[int, list[tuple[int, np.ndarray]]] = {}
-        for j, assign in assignments.items():
-            shards = np.asarray(assign.column("source_shard").to_numpy(), dtype=np.int64)
-            rows = np.asarray(assign.column("source_row").to_numpy(), dtype=np.int64)
-            for shard in np.unique(shards):
-                wanted.setdefault(int(shard), []).append((j, rows[shards == shard]))
-        for shard in sorted(wanted):
-            table = source.read_shard(shard)
-            for j, rows in wanted[shard]:
-                write_table_atomic(self._piece_file(ctx, j, shard), table.take(pa.array(rows, pa.int64())))
+    def _write_manifest(self, ctx: StepContext) -> list[int]:
+        """The mixture manifest's bucket part (finalize adds the output shards)."""
+        params = self.cparams
+        step = ctx.peer("rank")
+        marker = RankMarker(ctx.work, step.id)
+        merged: dict[int, list[float]] = {}
+        for r in range(step.world_size):
+            for b, v in marker.read(r, step.world_size).get("extra", {}).get("bucket_stats", {}).items():
+                e = merged.setdefault(int(b), [0, 0.0, math.inf, -math.inf, 0])
+                e[0] += v[0]
+                e[1] += v[1]
+                e[2] = min(e[2], v[2])
+                e[3] = max(e[3], v[3])
+                e[4] += v[4]
+        buckets = []
+        for b in range(params.buckets):
+            count, total, lo, hi, missing = merged.get(b, [0, 0.0, math.inf, -math.inf, 0])
+            present = count - missing
+            buckets.append({"bucket": b, "docs": int(count),
+                            "min": _num(lo) if present else None,
+                            "mean": _num(total / present) if present else None,
+                            "max": _num(hi) if present else None})
+        order = ctx.scratch.join(ORDER_FILE).read_json()
+        ctx.scratch.join(MANIFEST).write_json_atomic({
+            "signal": params.signal, "order": params.order, "seed": params.seed, "docs": order["docs"],
+            "missing_signal": int(sum(v[4] for v in merged.values())),
+            "rows_per_shard": params.rows_per_shard, "buckets": buckets,
+        })
+        return [int(b["docs"]) for b in buckets][:MAX_EXTRA_ITEMS]
 
-    def _assemble(self, ctx: StepContext, source: ShardedDataset, j: int, assign: pa.Table) -> dict[str, Any]:
-        shards = np.asarray(assign.column("source_shard").to_numpy(), dtype=np.int64)
-        if assign.num_rows:
-            # Pieces hold each source shard's rows in assignment order; concatenated by shard they
-            # follow a stable sort of the assignment by shard, which `inverse` undoes.
-            by_shard = np.argsort(shards, kind="stable")
-            inverse = np.empty_like(by_shard)
-            inverse[by_shard] = np.arange(len(by_shard))
-            pieces = concat(read_table(self._piece_file(ctx, j, int(s))) for s in np.unique(shards))
-            table = pieces.take(pa.array(inverse, pa.int64()))
-        else:
-            table = self._empty_input(ctx, source)
-        table = with_curriculum_columns(
-            table,
-            np.asarray(assign.column("signal").to_numpy(), dtype=np.float64),
-            np.asarray(assign.column("position").to_numpy(), dtype=np.int64),
-        )
-        ctx.rejected.write_shard(
-            j,
-            with_stage_reason(
-                table.slice(0, 0).drop_columns([SIGNAL_COLUMN, POSITION_COLUMN]), self.name, []
-            ),
-        )
-        ctx.output.write_shard(j, table)
-        stats = StageStats()
-        stats.docs_in = stats.docs_out = table.num_rows
-        stats.bytes_in = stats.bytes_out = text_bytes(table)
-        return stats.to_dict()
 
-    def _empty_input(self, ctx: StepContext, source: ShardedDataset) -> pa.Table:
-        if ctx.num_shards == 0:
-            return pa.table({ID: pa.array([], pa.string()), TEXT: pa.array([], pa.string())})
-        return parquet_schema(source.shard(0)).empty_table()
+SCORE_SCHEMA = pa.schema([("key", pa.uint64()), ("signal", pa.float64()), ("tiebreak", pa.uint64())])
+RANGE_SCHEMA = SCORE_SCHEMA.append(pa.field("bucket", pa.int64()))
+POSITION_SCHEMA = pa.schema([("key", pa.uint64()), ("position", pa.int64()), ("signal", pa.float64()),
+                             ("bucket", pa.int64())])
+ORDER_FILE = "order.json"
+
+
+def _shard_groups(num_shards: int, groups: int) -> np.ndarray:
+    """Group of each shard: contiguous runs, so a write rank handles whole shards."""
+    per = max(1, math.ceil(num_shards / max(1, groups)))
+    return (np.arange(num_shards, dtype=np.int64) // per).astype(np.int64)
+
+
+def write_npy(loc: Location, array: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    loc.write_bytes_atomic(buffer.getvalue())
+
+
+def read_npy(loc: Location) -> np.ndarray:
+    import io
+
+    return np.asarray(np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False))

@@ -1,14 +1,16 @@
 """Exact deduplication: one document per normalised text survives.
 
     hash   (map)    per shard: 128-bit xxh3 of the normalised text; rows (hash, key, length, id) go
-                    to partition hash % P, one small Parquet file per (partition, shard)
-    select (reduce) rank r reads its partitions from every shard, keeps one document per hash
+                    to partition hash % P, one Parquet file per (partition, rank); P is sized so
+                    one partition fits a reduce rank's memory budget (`curation.corpus`)
+    select (reduce) rank r reads its partitions from every map rank, keeps one document per hash
                     (`keep: first` = lowest key, `longest` = longest text, ties by lowest key) and
                     writes the removed keys with the kept document's id, sorted by key
-    filter (map)    per shard: reads its key range from every select file and writes kept rows and
-                    rejected rows (reason `exact-duplicate`, column `dup_of` = id of the kept copy)
+    filter (map)    per shard: reads its key range from every select file and records the decision
+                    (reason `exact-duplicate`, evidence `dup_of` = id of the kept copy, `similarity` 1)
 
-Keys are `doc_keys` (shard << 32 | row), so the survivor never depends on the parallelism.
+Keys are `doc_keys` (shard << 32 | position among the shard's alive documents), so the survivor
+never depends on the parallelism.
 The removal-list helpers at the bottom are shared with MinHash deduplication.
 """
 
@@ -22,14 +24,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from curation.dataset import ID, TEXT, Location, read_table, write_table_atomic
+from curation.corpus import DUP_OF, PARTITION_ROWS, SIMILARITY, partition_count
+from curation.dataset import ID, TEXT, Location
 from curation.errors import InputDataError, StepError
-from curation.plan import find_step
-from curation.stages.base import Stage, StageStats, StepContext, doc_keys
+from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys
 from curation.stages.minhash_math import WHITESPACE_RE, size_histogram, utf8_buffer
 
 REASON = "exact-duplicate"
-DUP_OF = "dup_of"
 HASH_SCHEMA = pa.schema(
     [
         ("hash_hi", pa.uint64()),
@@ -67,6 +68,12 @@ def text_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     raw = b"".join([digest(view[bounds[i] : bounds[i + 1]]) for i in range(len(bounds) - 1)])
     halves = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, 2)
     return halves[:, 0].copy(), halves[:, 1].copy()
+
+
+def hashable_mask(normalised: pa.Array) -> np.ndarray:
+    """Documents that take part in exact dedup: empty normalised texts never group together."""
+    return np.asarray(pc.fill_null(pc.greater(pc.utf8_length(normalised), 0), False).to_numpy(zero_copy_only=False),
+                      dtype=bool)
 
 
 def choose_keepers(
@@ -130,8 +137,9 @@ def write_duplicates_split(
     rows: np.ndarray,
     dup_of: list[str],
     reason: str,
+    similarity: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Kept rows unchanged; removed rows to `rejected/` with `reason` and a `dup_of` column."""
+    """Record removals of one shard: `reason`, and the evidence `dup_of` (and `similarity`)."""
     n = table.num_rows
     if len(rows) and (rows.max() >= n or len(np.unique(rows)) != len(rows)):
         raise StepError(
@@ -141,35 +149,24 @@ def write_duplicates_split(
     reasons[rows] = reason
     dup_col = np.full(n, None, dtype=object)
     dup_col[rows] = dup_of
-    mask = np.ones(n, dtype=bool)
-    mask[rows] = False
-    annotated = table.drop_columns([DUP_OF]) if DUP_OF in table.column_names else table
-    annotated = annotated.append_column(DUP_OF, pa.array(dup_col, pa.string()))
-    return stage.write_split(ctx, shard, annotated, reasons.tolist(), table.filter(pa.array(mask)))
+    sim = np.full(n, np.nan)
+    sim[rows] = 1.0 if similarity is None else similarity
+    annotated = table.append_column(DUP_OF, pa.array(dup_col, pa.string()))
+    annotated = annotated.append_column(SIMILARITY, pa.array(sim, mask=np.isnan(sim)))
+    return stage.write_split(ctx, shard, annotated, reasons.tolist())
 
 
 def filter_removals(
     stage: Stage, ctx: StepContext, rank: int, world_size: int, files: list[Location], reason: str
 ) -> dict[str, Any]:
-    """The filter step of both dedup stages: drop the rows the removal files list for each shard."""
+    """The filter step of both dedup stages: record the removals the files list for each shard."""
     source = stage.require_input(ctx)
 
     def split(shard: int) -> dict[str, Any]:
         rows, dup_of = read_removals(files, shard)
-        return write_duplicates_split(stage, ctx, shard, source.read_shard(shard), rows, dup_of, reason)
+        return write_duplicates_split(stage, ctx, shard, source.read_shard(shard, []), rows, dup_of, reason)
 
     return stage.map_shards(ctx, rank, world_size, split).to_dict()
-
-
-def write_partitions(
-    ctx: StepContext, step: str, shard: int, rows: pa.Table, partition: np.ndarray, count: int
-) -> None:
-    """Write `rows` of one shard as `count` partition files (every file, even empty ones)."""
-    order = np.argsort(partition, kind="stable")
-    bounds = np.searchsorted(partition[order], np.arange(count + 1))
-    for p in range(count):
-        part = rows.take(pa.array(order[bounds[p] : bounds[p + 1]], pa.int64()))
-        write_table_atomic(ctx.partition_file(step, p, shard), part)
 
 
 # ---- the stage ---------------------------------------------------------------------------------
@@ -179,39 +176,44 @@ class ExactDedupStage(Stage):
     type_name = "exact-dedup"
     steps = ("hash", "select", "filter")
 
-    def _partitions(self, world_size: int) -> int:
-        return int(self.params.partitions or world_size)
+    def _partitions(self, ctx: StepContext) -> int:
+        if self.params.partitions:
+            return int(self.params.partitions)
+        return partition_count(ctx.input.corpus.rows if ctx.input else 0, PARTITION_ROWS["exact"],
+                               ctx.peer("select").world_size)
 
     def step_hash(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
-        partitions = self._partitions(world_size)
-
-        def hash_shard(shard: int) -> dict[str, Any]:
-            table = source.read_shard(shard, columns=[ID, TEXT])
+        writer = PartitionWriter(ctx, "hash", rank, self._partitions(ctx), HASH_SCHEMA)
+        hashed = 0
+        for shard in ctx.shards_for(rank, world_size):
+            table = source.read_shard(shard, [ID, TEXT])
             texts = table.column(TEXT).combine_chunks() if table.num_rows else pa.array([], pa.string())
-            hi, lo = text_hashes(normalize_for_hash(texts, self.params.normalize))
+            normalised = normalize_for_hash(texts, self.params.normalize)
+            hi, lo = text_hashes(normalised)
             rows = pa.table(
                 {
                     "hash_hi": hi,
                     "hash_lo": lo,
                     "key": doc_keys(shard, table.num_rows),
                     "length": pc.utf8_length(texts).cast(pa.int64()),
-                    "id": table.column(ID).combine_chunks() if table.num_rows else pa.array([], pa.string()),
+                    "id": pc.cast(table.column(ID), pa.string()).combine_chunks()
+                    if table.num_rows else pa.array([], pa.string()),
                 },
                 schema=HASH_SCHEMA,
-            )
-            write_partitions(ctx, "hash", shard, rows, lo % np.uint64(partitions), partitions)
-            return {"hashed": table.num_rows}
-
+            ).filter(pa.array(hashable_mask(normalised)))
+            writer.write(rows, (rows.column("hash_lo").to_numpy() % np.uint64(writer.count)).astype(np.int64))
+            hashed += table.num_rows
+        writer.close()
         # The hash step reports no document counts: only the filter step does.
-        return self.map_shards(ctx, rank, world_size, hash_shard).to_dict()
+        stats = StageStats()
+        stats.extra = {"hashed": hashed}
+        return stats.to_dict()
 
     def step_select(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        partitions = self._partitions(world_size)
         removed_keys, removed_dup_of, sizes = [], [], []
-        for p in range(rank, partitions, world_size):
-            files = [ctx.partition_file("hash", p, s) for s in range(ctx.num_shards)]
-            table = pa.concat_tables([read_table(f) for f in files]) if files else HASH_SCHEMA.empty_table()
+        for p in range(rank, self._partitions(ctx), world_size):
+            table = ctx.read_partition("hash", p, HASH_SCHEMA)
             if table.num_rows == 0:
                 continue
             cols = {c: table.column(c).to_numpy() for c in ("hash_hi", "hash_lo", "key", "length")}
@@ -231,6 +233,6 @@ class ExactDedupStage(Stage):
         return stats.to_dict()
 
     def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        select_ranks = find_step(ctx.spec, f"{self.name}.select").world_size
+        select_ranks = ctx.peer("select").world_size
         files = [ctx.scratch.join("select", f"r{r:05d}.parquet") for r in range(select_ranks)]
         return filter_removals(self, ctx, rank, world_size, files, REASON)

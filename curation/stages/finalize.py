@@ -1,22 +1,53 @@
-"""Finalize: publish the curated dataset and the rejected set, check conservation, write reports.
+"""Finalize: publish every shard's documents, check conservation exactly, write manifests and reports.
 
-The data manifest and `summary.json` are written only after the conservation check passes, so
-a run that lost a document never looks complete.
+    publish (map over shards)          each canonical shard's rows go to `rejected/part-NNNNN` (with
+                                       `stage`, `reason` and evidence) or to `data/part-NNNNN`; when a
+                                       curriculum ordered the documents, kept rows go to one piece per
+                                       (output shard, rank) instead. Every published id is hashed into
+                                       the id partitions of the conservation check.
+    order   (reduce over output shards) ordered output only: output shard j = its pieces sorted by
+                                       curriculum position
+    check   (reduce per id partition)  exact conservation: every input id once in data/ or rejected/,
+                                       synthetic rows' sources are input ids
+    summary (global)                   manifests, `summary.json`, `report.html`; then `_work/` is removed
+                                       unless `output.keepWork`
+
+The data manifest and `summary.json` are written only after every partition passed the check, so a
+run that lost a document never looks complete.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.conservation import check_conservation
-from curation.dataset import ID, SYNTHETIC_SOURCE, TEXT, RankMarker, ShardedDataset, concat, read_table
+from curation.conservation import PUBLISHED_SCHEMA, Kind, check_partition
+from curation.corpus import (
+    BYTES,
+    EVIDENCE,
+    INTERNAL,
+    PARTITION_ROWS,
+    REASON,
+    STAGE,
+    SYNTHETIC_SOURCE,
+    CorpusView,
+    partition_count,
+    write_parquet,
+)
+from curation.dataset import ID, TEXT, RankMarker, read_table
+from curation.errors import StepError
 from curation.layout import RunLayout
-from curation.plan import INGEST, data_fingerprint, plan_steps
+from curation.plan import INGEST, data_fingerprint
 from curation.spec import PipelineSpec
-from curation.stages.base import Stage, StepContext
+from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext
+from curation.stages.ingest import ID_SCHEMA, id_hashes
+
+POSITION = "curriculum_position"
+ORDER_FILE = "order.json"  # written by a curriculum stage: {"docs", "rows_per_shard", "output_shards"}
 
 
 def user_columns(spec: PipelineSpec, table: pa.Table) -> pa.Table:
@@ -32,19 +63,6 @@ def user_columns(spec: PipelineSpec, table: pa.Table) -> pa.Table:
     return table.rename_columns(names)
 
 
-def _ids(table: pa.Table) -> tuple[list[str], list[str]]:
-    """(real ids, synthetic source ids) of a table."""
-    if table.num_rows == 0:
-        return [], []
-    ids = table.column(ID)
-    if SYNTHETIC_SOURCE in table.column_names:
-        src = table.column(SYNTHETIC_SOURCE)
-        synthetic = pc.is_valid(src)
-        real = ids.filter(pc.invert(synthetic)).to_pylist()
-        return real, src.filter(synthetic).to_pylist()
-    return ids.to_pylist(), []
-
-
 def merge_extra(target: dict[str, Any], extra: dict[str, Any]) -> None:
     """Numbers and dicts of numbers add up across ranks; anything else: last one wins."""
     for key, value in extra.items():
@@ -56,10 +74,10 @@ def merge_extra(target: dict[str, Any], extra: dict[str, Any]) -> None:
             target[key] = value
 
 
-def collect_stage_stats(spec: PipelineSpec, layout: RunLayout) -> list[dict[str, Any]]:
-    """Per stage: counts from the step that wrote its output; time and extras from all its steps."""
+def collect_stage_stats(ctx: StepContext, layout: RunLayout) -> list[dict[str, Any]]:
+    """Per stage: counts from the step that reports them; time and extras from all its steps."""
     stages: dict[str, dict[str, Any]] = {}
-    for step in plan_steps(spec):
+    for step in ctx.plan:
         if step.stage == "finalize":
             continue
         entry = stages.setdefault(
@@ -93,112 +111,259 @@ def collect_stage_stats(spec: PipelineSpec, layout: RunLayout) -> list[dict[str,
     return out
 
 
+def align(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns, in order (missing ones null)."""
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            cols.append(table.column(f.name).cast(f.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
 class FinalizeStage(Stage):
     type_name = "finalize"
-    steps = ("write",)
+    steps = ("publish", "order", "check", "summary")
 
-    def step_write(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        spec = self.spec
-        layout = RunLayout.of(spec.output.path)
-        last = spec.stages[-1].stage_name
-        final = layout.stage_output(len(spec.stages), last)
-        # Start clean: a finalize that died half-way may have left files; none is marked complete.
-        layout.data.loc.delete_dir()
-        layout.rejected.loc.delete_dir()
-        for stale in (layout.summary, layout.report):
-            if stale.exists():
-                stale.fs.delete_file(stale.path)
+    # -- what every step needs to know ---------------------------------------------------------
 
-        out_real: list[str] = []
-        synthetic_sources: list[str] = []
-        rows_per_shard = spec.output.rows_per_shard
-        buffer: list[pa.Table] = []
-        out_index = 0
-        bytes_out = 0
-        for name in final.shard_names():
-            table = read_table(final.loc.join(name))
-            real, syn = _ids(table)
-            out_real.extend(real)
-            synthetic_sources.extend(syn)
-            if rows_per_shard is None:
-                bytes_out += layout.data.write_shard(out_index, user_columns(spec, table))
-                out_index += 1
+    def _layout(self) -> RunLayout:
+        return RunLayout.of(self.spec.output.path)
+
+    def _view(self) -> CorpusView:
+        layout = self._layout()
+        files = [layout.stage_files(i, s.stage_name) for i, s in enumerate(self.spec.stages, start=1)]
+        return CorpusView(layout.corpus, files)
+
+    def _order(self) -> dict[str, Any] | None:
+        """The ordering of the last curriculum stage, if any (output shards by position)."""
+        layout = self._layout()
+        for i in range(len(self.spec.stages), 0, -1):
+            stage = self.spec.stages[i - 1]
+            if stage.type == "curriculum":
+                loc = layout.stage_scratch(i, stage.stage_name).join(ORDER_FILE)
+                if not loc.exists():
+                    raise StepError(f"{loc.path}: missing (did the curriculum stage finish?)")
+                data: dict[str, Any] = loc.read_json()
+                return data
+        return None
+
+    def _schemas(self, view: CorpusView) -> tuple[pa.Schema, pa.Schema]:
+        """Schemas of `data/` and `rejected/` shards (the same for every shard)."""
+        full = view.schema(0)
+        data_fields = [f for f in full if f.name not in (*INTERNAL, *EVIDENCE) and not f.name.startswith("__")]
+        if any(s.type == "rephrase" for s in self.spec.stages) and SYNTHETIC_SOURCE not in [f.name for f in data_fields]:
+            data_fields.append(pa.field(SYNTHETIC_SOURCE, pa.string()))
+        data = pa.schema(data_fields)
+        evidence = [f for f in full if f.name in EVIDENCE]
+        rejected = pa.schema([*data_fields, *evidence, pa.field(STAGE, pa.string()), pa.field(REASON, pa.string())])
+        return data, rejected
+
+    def _id_partitions(self, ctx: StepContext) -> int:
+        return partition_count(self._layout().corpus.rows, PARTITION_ROWS["ids"], ctx.peer("check").world_size)
+
+    # -- publish ---------------------------------------------------------------------------------
+
+    def step_publish(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        layout = self._layout()
+        view = self._view()
+        data_schema, rejected_schema = self._schemas(view)
+        order = self._order()
+        names = [INGEST, *[s.stage_name for s in self.spec.stages]]
+        ids = PartitionWriter(ctx, "ids", rank, self._id_partitions(ctx), PUBLISHED_SCHEMA)
+        pieces = None
+        if order is not None:
+            if POSITION not in data_schema.names:
+                raise StepError(f"{ctx.step.id}: the curriculum stage wrote no '{POSITION}' column")
+            pieces = PartitionWriter(ctx, "pieces", rank, max(1, int(order["output_shards"])),
+                                     _user_schema(self.spec, data_schema))
+        stats = StageStats()
+        for shard in ctx.shards_for(rank, world_size):
+            uni = view.universe(shard)
+            table = uni.table
+            alive = pa.array(uni.alive)
+            kept = table.filter(alive)
+            dropped = table.filter(pc.invert(alive))
+            stage_of = pa.array(np.asarray(names, dtype=object)[uni.rejected_at[~uni.alive]], pa.string())
+            dropped = dropped.append_column(STAGE, stage_of).append_column(REASON, uni.reason.filter(pc.invert(alive)))
+            rejected = align(user_columns(self.spec, dropped), _user_schema(self.spec, rejected_schema))
+            layout.rejected.write_shard(shard, rejected)
+            data = align(user_columns(self.spec, kept), _user_schema(self.spec, data_schema))
+            if pieces is not None:
+                positions = kept.column(POSITION).to_numpy(zero_copy_only=False).astype(np.int64)
+                pieces.write(data, positions // int(order["rows_per_shard"]))  # type: ignore[index]
             else:
-                buffer.append(table)
-                merged = concat(buffer)
-                while merged.num_rows >= rows_per_shard:
-                    bytes_out += layout.data.write_shard(out_index, user_columns(spec, merged.slice(0, rows_per_shard)))
-                    out_index += 1
-                    merged = merged.slice(rows_per_shard)
-                buffer = [merged]
-        if rows_per_shard is not None and (buffer and buffer[0].num_rows or out_index == 0):
-            bytes_out += layout.data.write_shard(out_index, user_columns(spec, concat(buffer)))
+                layout.data.write_shard(shard, data)
+            ids.write(*_published_ids(kept, Kind.OUTPUT, ids.count))
+            ids.write(*_published_ids(dropped, Kind.REJECTED, ids.count))
+            stats.docs_in += table.num_rows
+            stats.docs_out += kept.num_rows
+            stats.bytes_out += int(pc.sum(kept.column(BYTES)).as_py() or 0) if kept.num_rows else 0
+        ids.close()
+        if pieces is not None:
+            pieces.close()
+        return stats.to_dict()
 
-        input_ids: list[str] = []
-        rejected_ids: list[str] = []
-        rejected_synthetic_sources: list[str] = []
-        rej_index = 0
-        for i, stage in enumerate([INGEST, *[s.stage_name for s in spec.stages]]):
-            kept_ds: ShardedDataset = layout.stage_output(i, stage)
-            rej_ds = layout.stage_rejected(i, stage)
-            if i == 0:
-                for name in kept_ds.shard_names():
-                    input_ids.extend(read_table(kept_ds.loc.join(name), [ID]).column(ID).to_pylist())
-            for name in rej_ds.shard_names():
-                table = read_table(rej_ds.loc.join(name))
-                if table.num_rows == 0:
-                    continue
-                real, syn = _ids(table)
-                if i == 0:
-                    input_ids.extend(real)
-                rejected_ids.extend(real)
-                rejected_synthetic_sources.extend(syn)
-                layout.rejected.write_shard(rej_index, user_columns(spec, table))
-                rej_index += 1
+    # -- order -------------------------------------------------------------------------------------
 
-        report = check_conservation(input_ids, out_real, rejected_ids,
-                                    synthetic_sources + rejected_synthetic_sources)
+    def step_order(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        order = self._order()
+        stats = StageStats()
+        if order is None:
+            return stats.to_dict()
+        layout = self._layout()
+        data_schema = _user_schema(self.spec, self._schemas(self._view())[0])
+        shards: list[dict[str, Any]] = []
+        for j in range(rank, max(1, int(order["output_shards"])), world_size):
+            table = ctx.read_partition("pieces", j, data_schema, writer="publish")
+            table = table.take(pc.sort_indices(table, [(POSITION, "ascending")]))
+            layout.data.write_shard(j, table)
+            shards.append(_shard_summary(j, table))
+            stats.docs_out += table.num_rows
+        ctx.scratch.join("order", f"r{rank:05d}.json").write_json_atomic(shards)
+        return stats.to_dict()
+
+    # -- check -------------------------------------------------------------------------------------
+
+    def step_check(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        layout = self._layout()
+        ingest_scratch = layout.stage_scratch(0, INGEST)
+        ingest_ranks = next(s for s in ctx.plan if s.id == f"{INGEST}.ids").world_size
+        counts = {"input_docs": 0, "output_docs": 0, "rejected_docs": 0, "synthetic_docs": 0,
+                  "synthetic_rejected": 0}
+        for p in range(rank, self._id_partitions(ctx), world_size):
+            parts = [read_table(f) for f in (ingest_scratch.join("ids", f"p{p:05d}", f"r{r:05d}.parquet")
+                                             for r in range(ingest_ranks)) if f.exists()]
+            inputs = pa.concat_tables(parts) if parts else ID_SCHEMA.empty_table()
+            result = check_partition(inputs, ctx.read_partition("ids", p, PUBLISHED_SCHEMA, writer="publish"))
+            for k in counts:
+                counts[k] += result[k]
+        stats = StageStats()
+        stats.extra = {"conservation": counts}
+        return stats.to_dict()
+
+    # -- summary -----------------------------------------------------------------------------------
+
+    def step_summary(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        spec = self.spec
+        layout = self._layout()
+        marker = RankMarker(layout.work, f"{self.name}.check")
+        check_step = ctx.peer("check")
+        counts: dict[str, int] = {}
+        for r in range(check_step.world_size):
+            for k, v in marker.read(r, check_step.world_size).get("extra", {}).get("conservation", {}).items():
+                counts[k] = counts.get(k, 0) + int(v)
         fingerprint = data_fingerprint(spec)
         lineage = {"spec_fingerprint": fingerprint, "input": spec.input.path,
                    "stages": [s.stage_name for s in spec.stages]}
         layout.rejected.write_manifest(lineage)
-        stages = collect_stage_stats(spec, layout)
-        mixture = _mixture_manifest(spec, layout)
+        stages = collect_stage_stats(ctx, layout)
+        mixture = self._mixture(ctx)
         if mixture is not None:
-            layout.data.loc.join("mixture.json").write_json_atomic(mixture)
+            layout.data.loc.join("_mixture.json").write_json_atomic(mixture)
         manifest = layout.data.write_manifest(lineage)
-        total_in = report.input_docs
+        total_in = counts.get("input_docs", 0)
+        real_out = counts.get("output_docs", 0)
         summary = {
             "spec_fingerprint": fingerprint,
             "input": {"path": spec.input.path, "docs": total_in, "text_field": spec.input.text_field},
             "output": {"path": spec.output.path, "docs": manifest["rows"], "shards": len(manifest["shards"]),
-                       "bytes": bytes_out},
+                       "bytes": sum(int(s.get("bytes", 0)) for s in manifest["shards"])},
             "stages": stages,
             "totals": {
                 "input_docs": total_in,
                 "output_docs": manifest["rows"],
-                "real_output_docs": report.output_docs,
-                "rejected_docs": report.rejected_docs,
-                "synthetic_docs": len(synthetic_sources),
-                "synthetic_rejected": len(rejected_synthetic_sources),
-                "kept_fraction": round(report.output_docs / total_in, 6) if total_in else 0.0,
+                "real_output_docs": real_out,
+                "rejected_docs": counts.get("rejected_docs", 0),
+                "synthetic_docs": counts.get("synthetic_docs", 0),
+                "synthetic_rejected": counts.get("synthetic_rejected", 0),
+                "kept_fraction": round(real_out / total_in, 6) if total_in else 0.0,
             },
-            "conservation": report.to_dict(),
+            "conservation": {"holds": True, "input_docs": total_in, "output_docs": real_out,
+                             "rejected_docs": counts.get("rejected_docs", 0),
+                             "synthetic_docs": counts.get("synthetic_docs", 0)},
         }
         layout.summary.write_json_atomic(summary)
-        from curation.report import write_report
+        try:
+            from curation.report import write_report
 
-        write_report(layout, summary)
-        return {"docs_in": total_in, "docs_out": report.output_docs, "generated": len(synthetic_sources),
-                "removed": {}, "seconds": 0.0}
+            write_report(layout, summary)
+        except OSError as err:  # the data is published and checked: a report problem is not a failed run
+            print(f"warning: could not write {layout.report.path}: {err}", file=sys.stderr)
+        if not spec.output.keep_work:
+            remove_work(spec, layout)
+        return {"docs_in": total_in, "docs_out": real_out, "generated": counts.get("synthetic_docs", 0),
+                "removed": {}}
 
-
-def _mixture_manifest(spec: PipelineSpec, layout: RunLayout) -> dict[str, Any] | None:
-    """Copy the curriculum's mixture manifest next to the data when the last stage wrote one."""
-    for i, stage in enumerate(spec.stages, start=1):
-        if stage.type == "curriculum" and i == len(spec.stages):
+    def _mixture(self, ctx: StepContext) -> dict[str, Any] | None:
+        """The curriculum's mixture manifest with the output shards the order step wrote."""
+        layout = self._layout()
+        for i in range(len(self.spec.stages), 0, -1):
+            stage = self.spec.stages[i - 1]
+            if stage.type != "curriculum":
+                continue
             loc = layout.stage_scratch(i, stage.stage_name).join("curriculum.json")
-            if loc.exists():
-                data: dict[str, Any] = loc.read_json()
-                return data
-    return None
+            if not loc.exists():
+                return None
+            mixture: dict[str, Any] = loc.read_json()
+            ranks = ctx.peer("order").world_size
+            shards: list[dict[str, Any]] = []
+            for r in range(ranks):
+                part = ctx.scratch.join("order", f"r{r:05d}.json")
+                if part.exists():
+                    shards.extend(part.read_json())
+            mixture["shards"] = sorted(shards, key=lambda s: s["shard"])
+            return mixture
+        return None
+
+
+def remove_work(spec: PipelineSpec, layout: RunLayout) -> None:
+    """Delete the corpus copy and every stage's files; keep the owner record and the markers, so a
+    rerun of the finished run does nothing."""
+    layout.corpus.loc.delete_dir()
+    for i, name in enumerate([INGEST, *[s.stage_name for s in spec.stages], "finalize"]):
+        layout.stage_root(i, name).delete_dir()
+
+
+def _user_schema(spec: PipelineSpec, schema: pa.Schema) -> pa.Schema:
+    fields = []
+    for f in schema:
+        if f.name == TEXT:
+            fields.append(f.with_name(spec.input.text_field))
+        elif f.name == ID and spec.input.id_field:
+            fields.append(f.with_name(spec.input.id_field))
+        else:
+            fields.append(f)
+    return pa.schema(fields)
+
+
+def _published_ids(table: pa.Table, kind: Kind, count: int) -> tuple[pa.Table, np.ndarray]:
+    """Id rows of published documents; synthetic rows are checked by their source id."""
+    if table.num_rows == 0:
+        return PUBLISHED_SCHEMA.empty_table(), np.zeros(0, np.int64)
+    ids = table.column(ID)
+    kinds = np.full(table.num_rows, int(kind), dtype=np.int8)
+    if SYNTHETIC_SOURCE in table.column_names:
+        source = table.column(SYNTHETIC_SOURCE)
+        synthetic = np.asarray(pc.is_valid(source).to_numpy(zero_copy_only=False), dtype=bool)
+        if synthetic.any():
+            ids = pc.if_else(pa.array(synthetic), pc.cast(source, pa.string()), pc.cast(ids, pa.string()))
+            kinds[synthetic] = int(Kind.SYNTHETIC_OUTPUT if kind == Kind.OUTPUT else Kind.SYNTHETIC_REJECTED)
+    hi, lo, strings = id_hashes(ids)
+    rows = pa.table({"h_hi": hi, "h_lo": lo, "id": strings, "kind": pa.array(kinds, pa.int8())},
+                    schema=PUBLISHED_SCHEMA)
+    return rows, (lo % np.uint64(count)).astype(np.int64)
+
+
+def _shard_summary(j: int, table: pa.Table) -> dict[str, Any]:
+    from curation.stages.curriculum import SIGNAL_COLUMN, signal_summary
+
+    entry: dict[str, Any] = {"shard": j, "rows": table.num_rows}
+    if SIGNAL_COLUMN in table.column_names:
+        values = pc.fill_null(pc.cast(table.column(SIGNAL_COLUMN), pa.float64()), float("nan"))
+        entry["signal"] = signal_summary(np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64))
+    return entry
+
+
+__all__ = ["FinalizeStage", "align", "collect_stage_stats", "merge_extra", "user_columns", "write_parquet"]

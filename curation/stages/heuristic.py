@@ -125,4 +125,4 @@ class HeuristicFilterStage(Stage):
                 return reasons, None
             return reasons, annotate_kept(table, reasons, cleaning, params.c4.line_removal)
 
-        return self.filter_shards(ctx, rank, world_size, decide)
+        return self.filter_shards(ctx, rank, world_size, decide, columns=[TEXT])

@@ -2,18 +2,20 @@
 
     signatures (map)     per shard: MinHash signatures (vectorised, `minhash_math`), one 64-bit
                          hash per band; rows (band hash, key, length) go to partition
-                         band hash % P, one Parquet file per (partition, shard). With
-                         `verifyThreshold`, the full signatures are also kept per shard.
-    buckets (reduce)     rank r groups equal band hashes of its partition over all shards and links
+                         band hash % P, one Parquet file per (partition, rank); P is sized so
+                         one partition fits a reduce rank's memory. With `verifyThreshold`, the
+                         full signatures are also kept per shard.
+    buckets (reduce)     rank r groups equal band hashes of its partitions over all ranks and links
                          every member of a bucket to the bucket's smallest key (O(n) edges, not
                          all pairs); optionally drops edges whose signatures agree less than
                          `verifyThreshold`
-    components (global)  union-find over the edges only; one survivor per component (`keep`);
+    components (global)  union-find over the edges only (they grow with duplicates, not with the
+                         corpus); one survivor per component (`keep`);
                          the removal list (key, id of the survivor) sorted by key; cluster sizes
-    filter (map)         per shard: rejected rows get reason `near-duplicate` and `dup_of`
+    filter (map)         per shard: removed rows get reason `near-duplicate` and `dup_of`
 
 Band hashes are seeded with the band index, so a bucket is identified by the hash alone and any
-partition count works: P is the stage's parallelism, larger than the number of bands if wanted.
+partition count works.
 """
 
 from __future__ import annotations
@@ -24,14 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.corpus import PARTITION_ROWS, partition_count
 from curation.dataset import ID, TEXT, read_table, write_table_atomic
-from curation.plan import find_step
-from curation.stages.base import Stage, StageStats, StepContext, doc_keys
-from curation.stages.exact_dedup import (
-    filter_removals,
-    write_partitions,
-    write_removals,
-)
+from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys
+from curation.stages.exact_dedup import filter_removals, write_removals
 from curation.stages.minhash_math import (
     band_hashes,
     connected_components,
@@ -96,63 +94,71 @@ class MinHashDedupStage(Stage):
     def _sig_file(self, ctx: StepContext, shard: int) -> Any:
         return ctx.scratch.join("sigs", f"s{shard:05d}.parquet")
 
+    def _partitions(self, ctx: StepContext) -> int:
+        rows = (ctx.input.corpus.rows if ctx.input else 0) * self.params.bands
+        return partition_count(rows, PARTITION_ROWS["bands"], ctx.peer("buckets").world_size)
+
     def step_signatures(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
         p = self.params
-
-        def sign_shard(shard: int) -> dict[str, Any]:
+        writer = PartitionWriter(ctx, "signatures", rank, self._partitions(ctx), BAND_SCHEMA)
+        documents = 0
+        for shard in ctx.shards_for(rank, world_size):
             texts = source.read_shard(shard, columns=[TEXT]).column(TEXT)
             texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
-            bands, sigs = [np.zeros((0, p.bands), np.uint64)], [np.zeros((0, p.num_perm), np.uint32)]
+            sigs = [np.zeros((0, p.num_perm), np.uint32)]
             for start in range(0, len(texts), SLICE_DOCS):  # bounds the signature matrix of big shards
                 part = signatures(texts.slice(start, SLICE_DOCS), p.ngram, p.num_perm, p.seed, p.lowercase)
-                bands.append(band_hashes(part, p.bands, p.rows_per_band))
+                bands = band_hashes(part, p.bands, p.rows_per_band)
+                lengths = pc.utf8_length(texts.slice(start, SLICE_DOCS)).to_numpy(zero_copy_only=False)
+                keys = doc_keys(shard, len(texts))[start : start + SLICE_DOCS]
+                band_hash = bands.ravel()
+                rows = pa.table(
+                    {
+                        "band_hash": band_hash,
+                        "key": np.repeat(keys, bands.shape[1]),
+                        "length": np.repeat(lengths.astype(np.int64), bands.shape[1]),
+                    },
+                    schema=BAND_SCHEMA,
+                )
+                writer.write(rows, (band_hash % np.uint64(writer.count)).astype(np.int64))
                 if p.verify_threshold is not None:
                     sigs.append(part)
-            lengths = pc.utf8_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
-            self._write_bands(ctx, shard, np.concatenate(bands), lengths, world_size)
             if p.verify_threshold is not None:
                 matrix = np.ascontiguousarray(np.concatenate(sigs))
                 blob = pa.FixedSizeBinaryArray.from_buffers(
                     pa.binary(4 * p.num_perm), len(matrix), [None, pa.py_buffer(matrix.tobytes())]
                 )
                 write_table_atomic(self._sig_file(ctx, shard), pa.table({"sig": blob}))
-            return {"documents": len(texts)}
-
+            documents += len(texts)
+        writer.close()
         # The signatures step reports no document counts: only the filter step does.
-        return self.map_shards(ctx, rank, world_size, sign_shard).to_dict()
-
-    def _write_bands(
-        self, ctx: StepContext, shard: int, bands: np.ndarray, lengths: np.ndarray, partitions: int
-    ) -> None:
-        """Rows (band hash, key, length) of one shard, split by band hash % partitions."""
-        band_hash = bands.ravel()
-        rows = pa.table(
-            {
-                "band_hash": band_hash,
-                "key": np.repeat(doc_keys(shard, len(bands)), bands.shape[1]),
-                "length": np.repeat(lengths, bands.shape[1]),
-            },
-            schema=BAND_SCHEMA,
-        )
-        write_partitions(ctx, "signatures", shard, rows, band_hash % np.uint64(partitions), partitions)
+        stats = StageStats()
+        stats.extra = {"signed": documents}
+        return stats.to_dict()
 
     def step_buckets(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        files = [ctx.partition_file("signatures", rank, s) for s in range(ctx.num_shards)]
-        table = pa.concat_tables([read_table(f) for f in files]) if files else BAND_SCHEMA.empty_table()
-        band_hash, keys, lengths = (table.column(c).to_numpy() for c in ("band_hash", "key", "length"))
-        member, head = bucket_edges(band_hash, keys)
+        edges: list[pa.Table] = []
+        candidates = failed = 0
+        for partition in range(rank, self._partitions(ctx), world_size):
+            table = ctx.read_partition("signatures", partition, BAND_SCHEMA)
+            band_hash, keys, lengths = (table.column(c).to_numpy() for c in ("band_hash", "key", "length"))
+            member, head = bucket_edges(band_hash, keys)
+            candidates += len(member)
+            if self.params.verify_threshold is not None and len(member):
+                keep = self._verify(ctx, keys[member], keys[head]) >= self.params.verify_threshold
+                failed += int((~keep).sum())
+                member, head = member[keep], head[keep]
+            edges.append(pa.table(
+                {"u": keys[member], "v": keys[head], "u_length": lengths[member], "v_length": lengths[head]},
+                schema=EDGE_SCHEMA,
+            ))
+        table = pa.concat_tables(edges) if edges else EDGE_SCHEMA.empty_table()
+        write_table_atomic(ctx.scratch.join("buckets", f"r{rank:05d}.parquet"), table)
         stats = StageStats()
-        stats.extra = {"candidate_pairs": int(len(member))}
-        if self.params.verify_threshold is not None and len(member):
-            keep = self._verify(ctx, keys[member], keys[head]) >= self.params.verify_threshold
-            stats.extra["pairs_failed_verification"] = int((~keep).sum())
-            member, head = member[keep], head[keep]
-        edges = pa.table(
-            {"u": keys[member], "v": keys[head], "u_length": lengths[member], "v_length": lengths[head]},
-            schema=EDGE_SCHEMA,
-        )
-        write_table_atomic(ctx.scratch.join("buckets", f"r{rank:05d}.parquet"), edges)
+        stats.extra = {"candidate_pairs": candidates}
+        if self.params.verify_threshold is not None:
+            stats.extra["pairs_failed_verification"] = failed
         return stats.to_dict()
 
     def _verify(self, ctx: StepContext, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -168,7 +174,7 @@ class MinHashDedupStage(Stage):
         return signature_agreement(sig[np.searchsorted(nodes, u)], sig[np.searchsorted(nodes, v)])
 
     def step_components(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        bucket_ranks = find_step(ctx.spec, f"{self.name}.buckets").world_size
+        bucket_ranks = ctx.peer("buckets").world_size
         files = [ctx.scratch.join("buckets", f"r{r:05d}.parquet") for r in range(bucket_ranks)]
         edges = pa.concat_tables([read_table(f) for f in files])
         u, v = edges.column("u").to_numpy(), edges.column("v").to_numpy()
@@ -199,7 +205,7 @@ class MinHashDedupStage(Stage):
         for shard in np.unique(shard_of).tolist():
             here = shard_of == shard
             rows = (wanted[here] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-            column = source.read_shard(shard, columns=[ID]).column(ID)
+            column = pc.cast(source.read_shard(shard, columns=[ID]).column(ID), pa.string())
             ids[here] = column.take(pa.array(rows)).to_numpy(zero_copy_only=False)
         return pa.array(ids[np.searchsorted(wanted, keys)], pa.string())
 

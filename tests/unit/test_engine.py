@@ -73,11 +73,29 @@ def test_results_do_not_depend_on_parallelism(tmp_path: Path, fake_filter: str) 
 def test_rerun_of_a_finished_rank_does_nothing(tmp_path: Path, fake_filter: str) -> None:
     spec = make_spec(write_docs(tmp_path / "in", TEXTS), tmp_path / "out", [{"type": fake_filter}])
     run_all(spec)
-    before = (tmp_path / "out" / "_work" / "01-heuristic-filter" / "out" / "part-00000.parquet").stat().st_mtime_ns
+    decisions = tmp_path / "out" / "_work" / "01-heuristic-filter" / "decisions" / "part-00000.parquet"
+    before = decisions.stat().st_mtime_ns
     again = run_rank(spec, "heuristic-filter.filter", 0, 1)
     assert again["skipped"] is True
-    after = (tmp_path / "out" / "_work" / "01-heuristic-filter" / "out" / "part-00000.parquet").stat().st_mtime_ns
-    assert before == after
+    assert decisions.stat().st_mtime_ns == before
+
+
+def test_stages_write_decisions_not_copies_of_the_corpus(tmp_path: Path, fake_filter: str) -> None:
+    spec = make_spec(write_docs(tmp_path / "in", TEXTS), tmp_path / "out", [{"type": fake_filter}])
+    run_all(spec)
+    decisions = pq.read_table(tmp_path / "out" / "_work" / "01-heuristic-filter" / "decisions" / "part-00000.parquet")
+    assert decisions.column_names == ["_row", "reason"]  # no text: the corpus is written once, by ingest
+    corpus = tmp_path / "out" / "_work" / "corpus"
+    assert sorted(p.name for p in corpus.glob("*.parquet")) == ["f00000-0000.parquet", "f00001-0000.parquet"]
+
+
+def test_work_folder_is_removed_after_a_successful_run_unless_kept(tmp_path: Path, fake_filter: str) -> None:
+    spec = make_spec(write_docs(tmp_path / "in", TEXTS), tmp_path / "out", [{"type": fake_filter}], keep_work=False)
+    run_pipeline(spec, progress=False)
+    work = tmp_path / "out" / "_work"
+    assert not (work / "corpus").exists() and not (work / "01-heuristic-filter").exists()
+    assert output_rows(tmp_path / "out") and not list(tmp_path.glob("out/**/.tmp-*"))
+    assert run_pipeline(spec, progress=False)["totals"]["input_docs"] == 6  # a rerun does nothing
 
 
 def test_killed_rank_rerun_produces_identical_output(tmp_path: Path, fake_filter: str) -> None:
@@ -85,14 +103,15 @@ def test_killed_rank_rerun_produces_identical_output(tmp_path: Path, fake_filter
     spec = make_spec(inp, tmp_path / "out", [{"type": fake_filter}], parallelism=2)
     run_all(spec)
     reference = output_rows(tmp_path / "out")
-    # Simulate a rank killed after one of its shards: marker gone, one shard's files and stats gone,
-    # and a stray temporary file left behind.
+    # Simulate a rank killed after one of its shards: marker gone, one shard's decisions and stats
+    # gone, and a stray temporary file left behind.
     work = tmp_path / "out" / "_work"
     shutil.rmtree(work / "_done" / "heuristic-filter.filter")
-    shutil.rmtree(work / "_done" / "finalize.write")
-    (work / "01-heuristic-filter" / "out" / "part-00002.parquet").unlink()
+    for step in ("publish", "order", "check", "summary"):
+        shutil.rmtree(work / "_done" / f"finalize.{step}")
+    (work / "01-heuristic-filter" / "decisions" / "part-00002.parquet").unlink()
     (work / "01-heuristic-filter" / "scratch" / "_shard_stats" / "filter" / "s00002.json").unlink()
-    (work / "01-heuristic-filter" / "out" / ".tmp-dead-part-00002.parquet").write_bytes(b"partial")
+    (work / "01-heuristic-filter" / "decisions" / ".tmp-dead-part-00002.parquet").write_bytes(b"partial")
     run_pipeline(spec, workers=1, progress=False)
     assert output_rows(tmp_path / "out") == reference
 
@@ -100,8 +119,8 @@ def test_killed_rank_rerun_produces_identical_output(tmp_path: Path, fake_filter
 def test_step_refuses_to_start_before_the_previous_step_finished(tmp_path: Path, fake_filter: str) -> None:
     spec = make_spec(write_docs(tmp_path / "in", TEXTS), tmp_path / "out", [{"type": fake_filter}])
     run_rank(spec, "ingest.read", 0, 1)
-    with pytest.raises(StepError, match="ingest.read|has not finished"):
-        run_rank(spec, "finalize.write", 0, 1)
+    with pytest.raises(StepError, match="has not finished"):
+        run_rank(spec, "ingest.ids", 0, 1)
 
 
 def test_world_size_must_match_the_plan(tmp_path: Path, fake_filter: str) -> None:
@@ -121,9 +140,12 @@ def test_output_folder_of_another_spec_is_refused(tmp_path: Path, fake_filter: s
 def test_plan_lists_steps_in_order_with_world_sizes(fake_filter: str, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, tmp_path / "o", [{"type": "minhash-dedup"}, {"type": "curriculum"}], parallelism=4)
     ids = [(s.id, s.world_size) for s in plan_steps(spec)]
-    assert ids == [("ingest.read", 4), ("minhash-dedup.signatures", 4), ("minhash-dedup.buckets", 4),
+    assert ids == [("ingest.read", 4), ("ingest.index", 1), ("ingest.ids", 4), ("ingest.check", 4),
+                   ("minhash-dedup.signatures", 4), ("minhash-dedup.buckets", 4),
                    ("minhash-dedup.components", 1), ("minhash-dedup.filter", 4), ("curriculum.score", 4),
-                   ("curriculum.order", 1), ("curriculum.write", 4), ("finalize.write", 1)]
+                   ("curriculum.order", 1), ("curriculum.partition", 4), ("curriculum.rank", 4),
+                   ("curriculum.write", 4), ("finalize.publish", 4), ("finalize.order", 4),
+                   ("finalize.check", 4), ("finalize.summary", 1)]
 
 
 def test_null_text_is_an_error_naming_file_and_row(tmp_path: Path, fake_filter: str) -> None:

@@ -136,7 +136,7 @@ def test_rerunning_ranks_and_recovering_from_a_kill_give_identical_files(tmp_pat
         for done in (scratch / "_shard_stats").rglob("s00000.json"):
             done.unlink()  # shard 0 "was being processed" when the rank died
     (scratch / "select" / "r00000.parquet").unlink()
-    (Path(layout.stage_output(1, "exact-dedup").loc.path) / "part-00000.parquet").unlink()
+    (Path(layout.stage_files(1, "exact-dedup").decisions(0).path)).unlink()
     for step in plan_steps(spec)[1:-1]:
         for rank in range(step.world_size):
             run_rank(spec, step.id, rank, step.world_size)

@@ -339,7 +339,9 @@ def test_rerunning_a_finished_rank_is_idempotent(tmp_path: Path) -> None:
 def _simulate_kill(scratch: Path, step: str, victim: Path) -> None:
     """What a killed rank leaves: no rank marker (cleared by the caller), one shard not marked
     finished, a temporary file from an interrupted write, and one of its final files missing."""
-    (scratch / "_shard_stats" / step / "s00000.json").unlink()
+    stats = scratch / "_shard_stats" / step / "s00000.json"
+    if stats.exists():  # map steps with per-shard resume; partition-writing steps restart whole
+        stats.unlink()
     victim.with_name(".tmp-deadbeef-" + victim.name).write_bytes(b"PAR1 half a file")
     victim.unlink()
 
@@ -360,12 +362,12 @@ def test_a_rank_killed_midway_reruns_to_identical_output(tmp_path: Path) -> None
             RankMarker(layout.work, step.id).clear()
             if step.step == "signatures":
                 _simulate_kill(
-                    stage_root / "scratch", step.step, stage_root / "scratch/signatures/p00001/s00000.parquet"
+                    stage_root / "scratch", step.step, stage_root / "scratch/signatures/p00001/r00000.parquet"
                 )
                 with pytest.raises(StepError, match="has not finished"):
                     run_rank(spec, "minhash-dedup.buckets", 0, 2)
             else:
-                _simulate_kill(stage_root / "scratch", step.step, stage_root / "out/part-00000.parquet")
+                _simulate_kill(stage_root / "scratch", step.step, stage_root / "decisions/part-00000.parquet")
             run_rank(spec, step.id, rank, step.world_size)
     for sub in ("data", "rejected"):
         assert output_rows(clean, sub) == output_rows(tmp_path / "killed", sub)

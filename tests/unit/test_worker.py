@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from curation.cli import main
+from curation.plan import plan_steps
+from curation.spec import load_spec
 from curation.worker import TERMINATION_LIMIT, termination_message
 from tests.helpers import write_docs
 
@@ -29,7 +31,7 @@ def test_worker_runs_each_rank_and_writes_its_stats_to_the_termination_log(
 ) -> None:
     spec = spec_file(tmp_path)
     log = tmp_path / "termination-log"
-    steps = [("ingest.read", 2), ("heuristic-filter.filter", 2), ("finalize.write", 1)]
+    steps = [(s.id, s.world_size) for s in plan_steps(load_spec(spec))]
     for step, world in steps:
         for rank in range(world):
             monkeypatch.setenv("JOB_COMPLETION_INDEX", str(rank))
