@@ -110,12 +110,19 @@ def _numeric(table: pa.Table, column: str) -> list[float]:
     return [float(v) for v in pc.drop_null(col).to_pylist()]
 
 
+REPORT_ROWS = 200_000  # the histograms are drawn from at most this many documents (memory stays flat)
+
+
 def _read(ds: Any, columns: list[str] | None = None) -> pa.Table:
     tables = []
+    rows = 0
     for name in ds.shard_names():
+        if rows >= REPORT_ROWS:
+            break
         loc = ds.loc.join(name)
         have = set(parquet_schema(loc).names)
         tables.append(read_table(loc, [c for c in (columns or []) if c in have] if columns else None))
+        rows += tables[-1].num_rows
     return concat(tables)
 
 
@@ -169,11 +176,14 @@ def build_report(layout: RunLayout, summary: dict[str, Any]) -> str:
             f"</head><body><h1>Thresher curation report</h1>{''.join(parts)}</body></html>")
 
 
+SAMPLE_SHARDS = 16  # sample rejected documents from the first shards only
+
+
 def _samples(layout: RunLayout, text_col: str) -> str:
     """A few rejected documents per (stage, reason), so a person can judge each rule."""
     out = ["<h2>Sample rejected documents</h2>"]
     seen: dict[tuple[str, str], int] = {}
-    for name in layout.rejected.shard_names():
+    for name in layout.rejected.shard_names()[:SAMPLE_SHARDS]:
         loc = layout.rejected.loc.join(name)
         schema = parquet_schema(loc).names
         table = read_table(loc, [c for c in ("stage", "reason", text_col) if c in schema])
