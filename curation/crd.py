@@ -27,21 +27,24 @@ from typing import Any
 
 import yaml
 
-from curation.spec import API_GROUP, API_VERSION, KIND, STAGE_NAME_RE, PipelineSpec
+from curation.crd_status import ConditionType, CurationJobStatus, Phase
+from curation.plan import stage_uses_gpu
+from curation.spec import API_GROUP, API_VERSION, KIND, STAGE_NAME_RE, PipelineSpec, StageType
 
 PLURAL = "curationjobs"
 SINGULAR = "curationjob"
 SHORT_NAMES = ["curjob", "cjob"]  # not `cj`: CronJob owns it
 CATEGORIES = ["thresher"]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
-PHASES = ["Pending", "Running", "Succeeded", "Failed", "Suspended"]
-CONDITION_TYPES = ["Ready", "Running", "Succeeded", "Failed", "Suspended"]
+PHASES = [p.value for p in Phase]
+CONDITION_TYPES = [c.value for c in ConditionType]
 # CEL cost estimation multiplies by the declared maximum sizes: unbounded strings make every
 # comparison "too expensive" for the API server, so every string gets a generous bound.
 STRING_MAX_LENGTH = 4096
 MAP_MAX_PROPERTIES = 64
 LIST_MAX_ITEMS = 64
 RESERVED_STAGE_NAMES = ("ingest", "finalize")  # mirrors curation.plan.RESERVED_STAGE_NAMES
+ENGINE_GPUS_MESSAGE = "engineResources.gpus: ingest and finalize run on CPU only; remove `gpus`"
 # Spec fields that may change while a job runs (everything else is immutable).
 MUTABLE_WHILE_RUNNING = ("suspend",)
 
@@ -51,8 +54,10 @@ _DROP_KEYS = {"title", "default", "additionalProperties", "discriminator", "$ref
 class _SchemaConverter:
     """pydantic JSON schema (draft 2020-12, with $defs) -> Kubernetes structural schema."""
 
-    def __init__(self, defs: dict[str, Any]) -> None:
+    def __init__(self, defs: dict[str, Any], bounded: bool = True, nullable: bool = True) -> None:
         self.defs = defs
+        self.bounded = bounded  # give every list, map and string a maximum size (for CEL costs)
+        self.nullable = nullable  # mark `X | None` fields nullable (users may write `null`)
 
     def resolve(self, node: dict[str, Any]) -> dict[str, Any]:
         if "$ref" in node:
@@ -61,15 +66,18 @@ class _SchemaConverter:
             return {**target, **extra}
         return node
 
+    def _unwrap_optional(self, node: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """`X | None` -> (X, nullable); the field's own keys (its docstring) win over X's."""
+        if "anyOf" not in node:
+            return node, False
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot express anyOf {node['anyOf']} structurally")
+        own = {k: v for k, v in node.items() if k != "anyOf"}
+        return {**self.resolve(options[0]), **own}, len(options) < len(node["anyOf"])
+
     def convert(self, node: dict[str, Any]) -> dict[str, Any]:
-        node = self.resolve(node)
-        nullable = False
-        if "anyOf" in node:
-            options = [o for o in node["anyOf"] if o.get("type") != "null"]
-            nullable = len(options) < len(node["anyOf"])
-            if len(options) != 1:
-                raise ValueError(f"cannot express anyOf {node['anyOf']} structurally")
-            node = {**{k: v for k, v in node.items() if k != "anyOf"}, **self.resolve(options[0])}
+        node, nullable = self._unwrap_optional(self.resolve(node))
         if "oneOf" in node:
             raise ValueError("unions other than the stage list are not supported by the CRD generator")
         out: dict[str, Any] = {}
@@ -95,10 +103,11 @@ class _SchemaConverter:
             self._convert_object(node, out)
         elif kind == "array":
             out["items"] = self.convert(node.get("items", {}))
-            out.setdefault("maxItems", LIST_MAX_ITEMS)
-        elif kind == "string" and "enum" not in out:
+            if self.bounded:
+                out.setdefault("maxItems", LIST_MAX_ITEMS)
+        elif kind == "string" and "enum" not in out and self.bounded:
             out.setdefault("maxLength", STRING_MAX_LENGTH)
-        if nullable:
+        if nullable and self.nullable:
             out["nullable"] = True
         return out
 
@@ -111,7 +120,8 @@ class _SchemaConverter:
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):
             out["additionalProperties"] = self.convert(extra)
-            out["maxProperties"] = MAP_MAX_PROPERTIES
+            if self.bounded:
+                out["maxProperties"] = MAP_MAX_PROPERTIES
         else:  # dict[str, Any]: an object passed through unchanged (e.g. a core/v1 Affinity)
             out["x-kubernetes-preserve-unknown-fields"] = True
 
@@ -246,7 +256,21 @@ def _stage_item_schema(converter: _SchemaConverter, union: dict[str, Any]) -> di
         "description": "One stage: `type` selects the algorithm, `params` its typed parameters.",
         "required": ["type"],
         "properties": properties,
-        "x-kubernetes-validations": rules,
+        "x-kubernetes-validations": [*rules, _cpu_only_gpus_rule()],
+    }
+
+
+def _cpu_only_gpus_rule() -> dict[str, str]:
+    """`resources.gpus` on a stage type whose steps never use GPUs is a mistake, not a no-op
+    (mirrors curation.plan.check_stage_gpus)."""
+    gpu_types = [t.value for t in StageType if stage_uses_gpu(t)]
+    listed = ", ".join(gpu_types)
+    return {
+        "rule": "!has(self.resources) || !has(self.resources.gpus) || self.resources.gpus == 0 || "
+        f"self.type in {json.dumps(gpu_types)}",
+        "message": f"resources.gpus: this stage type runs on CPU only; remove `gpus` (GPU stage types: {listed})",
+        "messageExpression": f"'resources.gpus: stage type ' + self.type + ' runs on CPU only; remove "
+        f"`gpus` (GPU stage types: {listed})'",
     }
 
 
@@ -273,7 +297,12 @@ def spec_schema() -> dict[str, Any]:
         {
             "rule": f"self.input.path != self.output.path || {pvc.format('input')} != {pvc.format('output')}",
             "message": "output.path must differ from input.path (the input is never modified)",
-        }
+        },
+        {
+            "rule": "!has(self.engineResources) || !has(self.engineResources.gpus) || "
+            "self.engineResources.gpus == 0",
+            "message": ENGINE_GPUS_MESSAGE,
+        },
     ]
     return schema
 
@@ -281,134 +310,14 @@ def spec_schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------- status
 
 
-def _counts(description: str) -> dict[str, Any]:
-    return {"type": "integer", "format": "int64", "minimum": 0, "description": description}
-
-
-def _removed() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": "Removed documents by reason (e.g. `exact-duplicate`).",
-        "additionalProperties": {"type": "integer", "format": "int64"},
-    }
-
-
-def _time(description: str) -> dict[str, Any]:
-    return {"type": "string", "format": "date-time", "description": description}
-
-
 def status_schema() -> dict[str, Any]:
-    """What the operator reports; written only through the status subresource."""
-    condition = {
-        "type": "object",
-        "description": "A metav1.Condition.",
-        "required": ["type", "status", "lastTransitionTime", "reason", "message"],
-        "properties": {
-            "type": {
-                "type": "string",
-                "maxLength": 316,
-                "description": f"One of {', '.join(CONDITION_TYPES)}.",
-            },
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
-            "lastTransitionTime": _time("When the status last changed."),
-            "reason": {
-                "type": "string",
-                "maxLength": 1024,
-                "description": "CamelCase reason a person can act on.",
-            },
-            "message": {"type": "string", "maxLength": 32768},
-        },
-    }
-    step = {
-        "type": "object",
-        "required": ["id"],
-        "properties": {
-            "id": {
-                "type": "string",
-                "description": "Step id (`<stage>.<step>`), as `thresher worker --step`.",
-            },
-            "stage": {"type": "string"},
-            "job": {"type": "string", "description": "Name of the step's batch/v1 Job."},
-            "phase": {
-                "type": "string",
-                "enum": ["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"],
-            },
-            "ranks": _counts("World size of the step (completions of the Indexed Job)."),
-            "ranksDone": _counts("Ranks that finished successfully."),
-            "retries": _counts("Failed pods that were retried."),
-            "docsIn": _counts("Documents read by the step's ranks."),
-            "docsOut": _counts("Documents written by the step's ranks."),
-            "generated": _counts("Synthetic documents added."),
-            "removed": _removed(),
-            "seconds": {"type": "number", "description": "Longest rank's wall time."},
-            "startTime": _time("When the step Job was created."),
-            "completionTime": _time("When the step finished."),
-            "message": {"type": "string", "description": "Last problem seen (e.g. a worker's error line)."},
-        },
-    }
-    stage = {
-        "type": "object",
-        "required": ["name"],
-        "properties": {
-            "name": {"type": "string"},
-            "type": {"type": "string"},
-            "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed"]},
-            "stepsDone": _counts("Steps of this stage that finished."),
-            "steps": _counts("Steps of this stage."),
-            "docsIn": _counts("Documents entering the stage."),
-            "docsOut": _counts("Documents kept by the stage."),
-            "generated": _counts("Synthetic documents added by the stage."),
-            "removed": _removed(),
-        },
-    }
-    return {
-        "type": "object",
-        "description": "Observed state, written by the operator.",
-        "properties": {
-            "phase": {"type": "string", "enum": PHASES, "description": "Summary of the job's state."},
-            "observedGeneration": {
-                "type": "integer",
-                "format": "int64",
-                "description": "Generation last acted on.",
-            },
-            "conditions": {
-                "type": "array",
-                "items": condition,
-                "maxItems": 16,
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            },
-            "currentStage": {
-                "type": "string",
-                "description": "Stage of the step that runs now (or ran last).",
-            },
-            "currentStep": {"type": "string", "description": "Step that runs now (or ran last)."},
-            "progress": {"type": "string", "description": "Finished steps / all steps, e.g. `5/13`."},
-            "stepsDone": _counts("Finished steps."),
-            "stepsTotal": _counts("Steps in the plan."),
-            "docsIn": _counts("Documents read from the input."),
-            "docsOut": _counts("Documents in the curated output."),
-            "docsRemoved": _counts("Documents rejected by all stages."),
-            "docsGenerated": _counts("Synthetic documents added by all stages."),
-            "keptPercent": {"type": "number", "description": "docsOut / docsIn, in percent."},
-            "startTime": _time("When the first step Job was created."),
-            "completionTime": _time("When the job succeeded or failed."),
-            "message": {"type": "string", "description": "Human summary of the current state."},
-            "stages": {
-                "type": "array",
-                "items": stage,
-                "maxItems": 64,
-                "description": "Per-stage progress and document counts.",
-            },
-            "steps": {
-                "type": "array",
-                "items": step,
-                "maxItems": 256,
-                "description": "Per-step progress, in plan order.",
-            },
-        },
-    }
+    """Structural schema of a CurationJob's `status`, from the model the operator writes.
+
+    No default bounds here (the API server would refuse a whole status patch with one more reason
+    or step than a bound allows); the bounds the CEL rules need (conditions) are in the model."""
+    raw = CurationJobStatus.model_json_schema(by_alias=True, mode="validation")
+    converter = _SchemaConverter(raw.pop("$defs", {}), bounded=False, nullable=False)
+    return converter.convert(raw)
 
 
 # --------------------------------------------------------------------------- CRD
@@ -444,9 +353,9 @@ def build_crd() -> dict[str, Any]:
         "description": "A data-curation pipeline run in the cluster: one Indexed Job per step.",
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "description": f"`{API_GROUP}/{API_VERSION}`."},
+            "kind": {"type": "string", "description": f"`{KIND}`."},
+            "metadata": {"type": "object"},  # the API server refuses more; it documents ObjectMeta itself
             "spec": spec,
             "status": status_schema(),
         },

@@ -67,12 +67,14 @@ STEP_TABLE: dict[str, list[tuple[str, StepKind, bool]]] = {
     StageType.SEMANTIC_DEDUP: [
         ("embed", StepKind.MAP, True),
         ("kmeans", StepKind.GLOBAL, True),
+        ("assign", StepKind.MAP, True),
         ("dedup", StepKind.REDUCE, True),
         ("filter", StepKind.MAP, False),
     ],
     StageType.REDUNDANCY_CONTROL: [
         ("embed", StepKind.MAP, True),
         ("kmeans", StepKind.GLOBAL, True),
+        ("assign", StepKind.MAP, True),
         ("prune", StepKind.REDUCE, False),
         ("filter", StepKind.MAP, False),
     ],

@@ -69,6 +69,19 @@ class InputSpec(CamelModel):
     """By default a null or non-UTF-8 text is an error naming the file and row. When true, such
     documents go to `rejected/` (reason `invalid-text`) and the run continues."""
 
+    shard_text_bytes: int = Field(default=128 << 20, ge=1)
+    """Target size of a canonical shard, in bytes of text. Ingest streams every input file and
+    cuts it into shards of about this size, so ranks are balanced and memory is bounded whatever
+    the input files look like (one huge file, or thousands of small ones)."""
+
+    @model_validator(mode="after")
+    def _distinct_fields(self) -> InputSpec:
+        if self.id_field is not None and self.id_field == self.text_field:
+            raise ValueError(
+                f"idField and textField both name '{self.text_field}'; the id must be its own column"
+            )
+        return self
+
 
 class OutputSpec(CamelModel):
     """Where the curated dataset, the rejected set and the reports go."""
@@ -80,8 +93,12 @@ class OutputSpec(CamelModel):
     pvc: str | None = None
     """PersistentVolumeClaim for the output (cluster only)."""
 
-    rows_per_shard: int | None = Field(default=None, ge=1)
-    """Rows per output shard; default keeps the input's sharding."""
+    keep_work: bool = False
+    """Keep `_work/` (the canonical corpus copy, every stage's decision files and intermediate files)
+    after a successful run. By default it is deleted once the output is published and checked;
+    the owner record and completion markers stay, so rerunning a finished run does nothing.
+    Output shards follow the canonical shards (`input.shardTextBytes`), or the curriculum's
+    `rowsPerShard` when a curriculum orders the documents."""
 
 
 class ModelsSpec(CamelModel):
@@ -186,26 +203,45 @@ StageSpec = Annotated[
 
 
 class Toleration(CamelModel):
+    """A core/v1 Toleration: lets step pods run on nodes with a matching taint."""
+
     key: str | None = None
+    """Taint key to tolerate (e.g. `nvidia.com/gpu`); empty with `Exists` tolerates every taint."""
+
     operator: Literal["Exists", "Equal"] | None = None
+    """`Equal` (the default) matches `value`; `Exists` matches any value of `key`."""
+
     value: str | None = None
+    """Taint value to match with `Equal`."""
+
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to tolerate; empty tolerates every effect."""
+
     toleration_seconds: int | None = None
+    """With `NoExecute`: how long a pod stays on the node after the taint appears."""
 
 
 class PodOverrides(CamelModel):
     """Scheduling and identity settings copied onto every step pod."""
 
     node_selector: dict[str, str] = {}
+    """Node labels every step pod requires (e.g. `{pool: gpu}`)."""
+
     tolerations: list[Toleration] = []
+    """Taints step pods tolerate. GPU steps also tolerate `nvidia.com/gpu` unless listed here."""
+
     affinity: dict[str, Any] | None = None
     """A core/v1 Affinity object, passed through unchanged."""
 
     priority_class_name: str | None = None
+    """PriorityClass of the step pods (e.g. a low priority for batch curation)."""
+
     runtime_class_name: str | None = None
     """e.g. `nvidia` on clusters where GPU containers need the NVIDIA runtime class."""
 
     image_pull_secrets: list[str] = []
+    """Names of Secrets (in the job's namespace) for pulling the worker image."""
+
     service_account_name: str | None = None
     """Default: the chart's worker ServiceAccount (no API rights)."""
 
@@ -214,9 +250,16 @@ class ExtraVolume(CamelModel):
     """An additional PVC mounted into every step pod."""
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    """Volume name (a DNS label); the pod's volume is called `x-<name>`."""
+
     pvc: str
+    """PersistentVolumeClaim to mount (in the job's namespace)."""
+
     mount_path: str = Field(pattern=r"^/")
+    """Absolute path inside the step pods where the volume is mounted."""
+
     read_only: bool = True
+    """Mount read-only; set false for scratch space the workers write to."""
 
 
 class PipelineSpec(CamelModel):
@@ -229,13 +272,18 @@ class PipelineSpec(CamelModel):
     """Ordered stages; each reads the previous stage's kept documents."""
 
     parallelism: int = Field(default=1, ge=1, le=1024)
-    """Ranks per step (pods of an Indexed Job in a cluster, processes locally)."""
+    """Ranks per step: processes locally, the completions of each step's Indexed Job in a cluster
+    (`concurrency` caps how many of its pods run at once)."""
 
     image: str | None = None
     """Worker image (cluster only); default: the operator's configured worker image."""
 
     pod: PodOverrides = PodOverrides()
+    """Scheduling and identity settings for every step pod (cluster only)."""
+
     volumes: list[ExtraVolume] = []
+    """Additional PVCs mounted into every step pod (cluster only)."""
+
     queue_name: str | None = None
     """Kueue LocalQueue; step Jobs get the `kueue.x-k8s.io/queue-name` label."""
 
@@ -247,6 +295,20 @@ class PipelineSpec(CamelModel):
 
     step_deadline_seconds: int | None = Field(default=None, ge=60)
     """activeDeadlineSeconds of each step Job."""
+
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
+    """Pods of a step that run at once (cluster only: the Indexed Job's `parallelism`); the step
+    still runs all its ranks (`parallelism`), at most this many at a time. Default: every rank at
+    once."""
+
+    engine_resources: Resources = Resources()
+    """CPU and memory of the ingest and finalize step pods, which read and publish the whole corpus
+    (cluster only; `gpus` must be 0). Unset fields default to cpu `1` and memory `2Gi`."""
+
+    unschedulable_timeout_seconds: int | None = Field(default=None, ge=1)
+    """Fail the job (reason `Unschedulable`) once a step pod could not be scheduled for this long
+    (cluster only). Default: wait for as long as it takes (e.g. for a GPU node or an autoscaler);
+    meanwhile the job stays `Running` with the condition `Ready=False`, reason `Unschedulable`."""
 
     @model_validator(mode="after")
     def _check(self) -> PipelineSpec:

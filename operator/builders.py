@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
+from curation.crd import ENGINE_GPUS_MESSAGE
 from curation.errors import SpecError
-from curation.plan import Step
+from curation.plan import FINALIZE, INGEST, Step
 from curation.spec import API_GROUP, API_VERSION, KIND, PipelineSpec
 from curation_operator.settings import OperatorSettings
 
@@ -43,6 +44,11 @@ CONTAINER = "worker"
 # they leave room for "-" plus a four-digit completion index.
 MAX_JOB_NAME = 58
 EXIT_PERMANENT = (2, 3)  # invalid spec/data/model, conservation violated: retrying cannot help
+# Requests of the engine's own steps (ingest and finalize read or publish the whole corpus) where
+# `spec.engineResources` leaves them unset: without any, a busy node starves or OOM-kills them.
+ENGINE_STAGES = (INGEST, FINALIZE)
+ENGINE_CPU = "1"
+ENGINE_MEMORY = "2Gi"
 _DNS_UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
@@ -193,15 +199,27 @@ def worker_args(spec: PipelineSpec, step: Step) -> list[str]:
     return args
 
 
+def check_cluster_spec(spec: PipelineSpec) -> None:
+    """What only a cluster run needs of a spec (the CRD's CEL rules say the same)."""
+    if spec.engine_resources.gpus:
+        raise SpecError(f"spec.{ENGINE_GPUS_MESSAGE}")
+
+
 def _resources(spec: PipelineSpec, step: Step) -> dict[str, Any]:
-    stage = spec.stages[step.index - 1] if 0 < step.index <= len(spec.stages) else None
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    if stage is not None:
-        if stage.resources.cpu:
-            requests["cpu"] = stage.resources.cpu
-        if stage.resources.memory:
-            requests["memory"] = limits["memory"] = stage.resources.memory
+    cpu: str | None = None
+    memory: str | None = None
+    if step.stage in ENGINE_STAGES:
+        cpu = spec.engine_resources.cpu or ENGINE_CPU
+        memory = spec.engine_resources.memory or ENGINE_MEMORY
+    elif 0 < step.index <= len(spec.stages):
+        stage = spec.stages[step.index - 1]
+        cpu, memory = stage.resources.cpu, stage.resources.memory
+    if cpu:
+        requests["cpu"] = cpu
+    if memory:
+        requests["memory"] = limits["memory"] = memory
     if step.gpus:
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(step.gpus)  # extended resources: equal
     out: dict[str, Any] = {}
@@ -284,7 +302,7 @@ def step_labels(ref: CurationJobRef, position: int, step: Step) -> dict[str, str
     return {
         **common_labels(ref),
         LABEL_COMPONENT: "step",
-        LABEL_STEP: step.id,
+        LABEL_STEP: label_value(step.id),
         LABEL_STEP_INDEX: str(position),
     }
 
@@ -294,9 +312,10 @@ def build_step_job(
 ) -> dict[str, Any]:
     """One Indexed Job running `step.world_size` ranks of `step`.
 
-    Retries: each rank (index) gets `spec.retries` retries with the Job controller's exponential
-    back-off; exit codes 2 and 3 (permanent errors) fail the Job at once, and pod disruptions
-    (eviction, preemption, node drain) do not count as failures.
+    `spec.concurrency` caps the pods that run at once (the Job's `parallelism`); the Job still
+    completes every rank. Retries: each rank (index) gets `spec.retries` retries with the Job
+    controller's exponential back-off; exit codes 2 and 3 (permanent errors) fail the Job at once,
+    and pod disruptions (eviction, preemption, node drain) do not count as failures.
     """
     labels = step_labels(ref, position, step)
     job_labels = dict(labels)
@@ -331,7 +350,7 @@ def build_step_job(
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": step.world_size,
-        "parallelism": step.world_size,
+        "parallelism": min(step.world_size, spec.concurrency or step.world_size),
         "backoffLimitPerIndex": spec.retries,
         "maxFailedIndexes": 0,
         "podFailurePolicy": {

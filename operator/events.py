@@ -14,6 +14,7 @@ from curation_operator.state import Action, ActionKind, Phase, StepPhase
 NORMAL = "Normal"
 WARNING = "Warning"
 PROBLEM_REASONS_OK = {
+    "NoProblems",
     "Progressing",
     "StepRunning",
     "Completed",

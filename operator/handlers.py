@@ -45,6 +45,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
     settings.execution.max_workers = 8
+    # kopf holds its finalizer until the timer of a deleted CurationJob has exited; a reconcile
+    # in flight takes well under a second, so do not let `kubectl delete` wait kopf's default 60 s.
+    settings.background.instant_exit_timeout = 5.0
+    settings.background.cancellation_polling = 2.0
     memo.reconciler = Reconciler(Kube(load_client()), SETTINGS)
     metrics.serve(SETTINGS.metrics_port)
     log.info(

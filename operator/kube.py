@@ -15,7 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from curation.crd import PLURAL
 from curation.spec import API_GROUP, API_VERSION
-from curation_operator.builders import LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY, label_value
+from curation_operator.builders import LABEL_JOB, LABEL_MANAGED_BY, LABEL_STEP, MANAGED_BY, label_value
 from curation_operator.events import Event
 
 COMPONENT = "thresher-operator"
@@ -70,10 +70,10 @@ class Kube:
         )
         return list(_json(resp).get("items") or [])
 
-    def list_pods(self, namespace: str, parent: str) -> list[dict[str, Any]]:
-        resp = self.core.list_namespaced_pod(
-            namespace, label_selector=self._selector(parent), _preload_content=False
-        )
+    def list_pods(self, namespace: str, parent: str, step_id: str) -> list[dict[str, Any]]:
+        """The pods of one step (never every pod of the CurationJob: a step has up to 1024)."""
+        selector = f"{self._selector(parent)},{LABEL_STEP}={label_value(step_id)}"
+        resp = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         return list(_json(resp).get("items") or [])
 
     def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -90,6 +90,14 @@ class Kube:
 
     def patch_job(self, namespace: str, name: str, spec_patch: dict[str, Any]) -> None:
         self.batch.patch_namespaced_job(name, namespace, {"spec": spec_patch})
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a step Job at once; the garbage collector removes its pods in the background."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     def ensure_configmap(self, body: dict[str, Any]) -> None:
         """Create the spec ConfigMap, or bring an existing one (owned by this job) up to date."""

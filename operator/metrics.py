@@ -6,11 +6,11 @@ Counters move on status *transitions*, so a restarted operator does not count a 
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
+from curation_operator.observe import seconds_between
 from curation_operator.state import Phase, StepPhase
 
 JOBS = Gauge("thresher_curationjobs", "CurationJobs seen by this operator, by phase.", ["phase"])
@@ -26,7 +26,9 @@ DOCUMENTS = Counter(
     ["stage_type", "outcome"],
 )
 RETRIES = Counter(
-    "thresher_step_retries_total", "Failed step pods that the Job controller retried.", ["stage_type"]
+    "thresher_step_retries_total",
+    "Failed step pods that the Job controller replaced (a failure that ended the step is no retry).",
+    ["stage_type"],
 )
 STEP_JOBS = Counter("thresher_step_jobs_created_total", "Step Jobs created.", ["stage_type"])
 FAILURES = Counter("thresher_curationjob_failures_total", "CurationJobs that failed, by reason.", ["reason"])
@@ -38,7 +40,7 @@ RECONCILE_SECONDS = Histogram(
 )
 KNOWN_FAILURE_REASONS = {
     "InvalidSpec", "InvalidInput", "ModelNotFound", "MissingDependency", "ConservationViolated", "StepFailed",
-    "PermanentError", "RetriesExhausted", "StepDeadlineExceeded", "WorkerCrashed",
+    "PermanentError", "RetriesExhausted", "StepDeadlineExceeded", "WorkerCrashed", "Unschedulable",
 }  # fmt: skip
 
 _phases: dict[str, str] = {}  # uid -> phase, only to export the gauge
@@ -61,16 +63,6 @@ def set_phase(uid: str, phase: str | None) -> None:
         JOBS.labels(p.value).set(sum(1 for v in _phases.values() if v == p.value))
 
 
-def _seconds(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    return max(0.0, (_parse_time(end) - _parse_time(start)).total_seconds())
-
-
-def _parse_time(stamp: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
 def record_transition(old: dict[str, Any], new: dict[str, Any], stage_types: dict[str, str]) -> None:
     """Count what changed between two statuses. `stage_types` maps stage name -> stage type."""
     old_steps = {s.get("id"): s for s in old.get("steps") or []}
@@ -81,7 +73,7 @@ def record_transition(old: dict[str, Any], new: dict[str, Any], stage_types: dic
         if retried > 0:
             RETRIES.labels(stage_type).inc(retried)
         if step.get("phase") == StepPhase.SUCCEEDED and before.get("phase") != StepPhase.SUCCEEDED:
-            seconds = _seconds(step.get("startTime"), step.get("completionTime"))
+            seconds = seconds_between(step.get("startTime"), step.get("completionTime"))
             if seconds is not None:
                 STEP_SECONDS.labels(stage_type, str(step.get("id", "")).rsplit(".", 1)[-1]).observe(seconds)
     old_stages = {s.get("name"): s for s in old.get("stages") or []}

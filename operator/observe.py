@@ -5,6 +5,7 @@ Pure functions; the Kubernetes objects come in as dicts (API JSON, camelCase key
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +30,24 @@ def _true(conds: dict[str, dict[str, Any]], kind: str) -> bool:
     return conds.get(kind, {}).get("status") == "True"
 
 
+def parse_time(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one RFC 3339 time to another (None when either is missing or unreadable)."""
+    if not start or not end:
+        return None
+    try:
+        return max(0.0, (parse_time(end) - parse_time(start)).total_seconds())
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class JobView:
     name: str
+    uid: str
     step_id: str
     owner_uid: str | None
     created: str | None
@@ -58,10 +74,13 @@ def job_view(job: dict[str, Any]) -> JobView:
     owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
     annotations = meta.get("annotations") or {}
     labels = meta.get("labels") or {}
-    failed = _true(conds, "Failed")
+    # FailureTarget comes first (the Job will fail once its pods are gone), then Failed
+    failed_as = "Failed" if _true(conds, "Failed") else "FailureTarget"
+    failed = _true(conds, failed_as)
     suspended = bool(spec.get("suspend"))
     return JobView(
         name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
         step_id=annotations.get(ANNOTATION_STEP_ID) or labels.get(LABEL_STEP, ""),
         owner_uid=owners[0].get("uid") if owners else None,
         created=meta.get("creationTimestamp"),
@@ -69,13 +88,13 @@ def job_view(job: dict[str, Any]) -> JobView:
         queued_by_kueue=suspended and KUEUE_QUEUE_LABEL in labels,
         complete=_true(conds, "Complete"),
         failed=failed,
-        failure_reason=conds.get("Failed", {}).get("reason", "") if failed else "",
-        failure_message=conds.get("Failed", {}).get("message", "") if failed else "",
+        failure_reason=conds.get(failed_as, {}).get("reason", "") if failed else "",
+        failure_message=conds.get(failed_as, {}).get("message", "") if failed else "",
         succeeded=int(status.get("succeeded") or 0),
         failed_pods=int(status.get("failed") or 0),
         active=int(status.get("active") or 0),
         completion_time=status.get("completionTime"),
-        failed_time=conds.get("Failed", {}).get("lastTransitionTime") if failed else None,
+        failed_time=conds.get(failed_as, {}).get("lastTransitionTime") if failed else None,
         ttl_seconds=spec.get("ttlSecondsAfterFinished"),
         deleting=bool(meta.get("deletionTimestamp")),
     )
@@ -104,6 +123,12 @@ class PodView:
     unschedulable: str | None
     stuck_reason: str | None
     stuck_message: str
+    job_name: str = ""
+    job_uid: str = ""
+    created: str | None = None
+    unschedulable_since: str | None = None  # when the scheduler first said no
+    started_at: str | None = None  # the worker container's start and end (terminated state)
+    finished_at: str | None = None
 
 
 def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
@@ -123,9 +148,10 @@ def pod_view(pod: dict[str, Any]) -> PodView:
     terminated = state.get("terminated") or {}
     waiting = state.get("waiting") or {}
     scheduled = _conditions(pod).get("PodScheduled", {})
-    unschedulable = None
+    unschedulable = since = None
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         unschedulable = scheduled.get("message") or "no node fits the pod"
+        since = scheduled.get("lastTransitionTime") or meta.get("creationTimestamp")
     stuck = waiting.get("reason") if waiting.get("reason") in STUCK_WAITING_REASONS else None
     return PodView(
         name=meta.get("name", ""),
@@ -137,7 +163,20 @@ def pod_view(pod: dict[str, Any]) -> PodView:
         unschedulable=unschedulable,
         stuck_reason=stuck,
         stuck_message=waiting.get("message", "") if stuck else "",
+        job_name=labels.get("batch.kubernetes.io/job-name", ""),
+        job_uid=labels.get("batch.kubernetes.io/controller-uid", ""),
+        created=meta.get("creationTimestamp"),
+        unschedulable_since=since,
+        started_at=terminated.get("startedAt"),
+        finished_at=terminated.get("finishedAt"),
     )
+
+
+def belongs_to(pod: PodView, job: JobView) -> bool:
+    """A pod of this very Job (not of a deleted one of the same name whose pods still linger)."""
+    if pod.job_uid and job.uid:
+        return pod.job_uid == job.uid
+    return pod.job_name == job.name
 
 
 def rank_result(pod: PodView) -> RankResult | None:
@@ -151,13 +190,16 @@ def rank_result(pod: PodView) -> RankResult | None:
     if not isinstance(doc, dict) or "error" in doc:
         return None
     removed = doc.get("removed") or {}
+    seconds = float(doc.get("seconds") or 0.0)
+    if seconds <= 0:  # a step that does not time itself: its pod's real start to finish
+        seconds = seconds_between(pod.started_at, pod.finished_at) or 0.0
     return RankResult(
         rank=int(doc.get("rank", pod.index)),
         docs_in=int(doc.get("docs_in") or 0),
         docs_out=int(doc.get("docs_out") or 0),
         generated=int(doc.get("generated") or 0),
         removed={str(k): int(v) for k, v in removed.items()} if isinstance(removed, dict) else {},
-        seconds=float(doc.get("seconds") or 0.0),
+        seconds=seconds,
     )
 
 

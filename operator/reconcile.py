@@ -19,23 +19,28 @@ from curation.errors import SpecError
 from curation.plan import Step, plan_steps
 from curation.spec import PipelineSpec, parse_spec
 from curation_operator import metrics
-from curation_operator.builders import CurationJobRef, build_spec_configmap, build_step_job
+from curation_operator.builders import (
+    CurationJobRef,
+    build_spec_configmap,
+    build_step_job,
+    check_cluster_spec,
+)
 from curation_operator.events import Event, events_for
 from curation_operator.kube import Kube, now_rfc3339
-from curation_operator.observe import PodView, job_view, pod_view
+from curation_operator.observe import PodView, belongs_to, job_view, pod_view
 from curation_operator.settings import OperatorSettings
 from curation_operator.state import (
-    TERMINAL,
+    AFTER_STATUS,
     Action,
     ActionKind,
     World,
     decide,
     invalid_spec_status,
     needs_restart,
+    steps_to_observe,
 )
 
 log = logging.getLogger("thresher.operator")
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
 class InvalidSpec(Exception):
@@ -110,6 +115,7 @@ class Reconciler:
         try:
             spec = parse_spec(cj, source=f"CurationJob {namespace}/{name}")
             steps = plan_steps(spec)
+            check_cluster_spec(spec)
             configmap = build_spec_configmap(ref, spec)  # also checks that paths stay inside their PVCs
         except SpecError as err:
             status = invalid_spec_status(previous, generation, err.message, now)
@@ -119,9 +125,12 @@ class Reconciler:
         decision = decide(world, now)
         if any(a.kind == ActionKind.CREATE_JOB for a in decision.actions):
             self._prepare(ref, spec, configmap)
-        self._act(ref, spec, steps, decision.actions)
+        before = [a for a in decision.actions if a.kind not in AFTER_STATUS]
+        self._act(ref, spec, steps, before)
         stage_types = {s.stage: s.stage_type for s in steps}
-        self._write(cj, stored, decision.status, decision.actions, stage_types)
+        self._write(cj, stored, decision.status, before, stage_types)
+        # only now that the status holds their steps' results may the Jobs (and pods) go
+        self._act(ref, spec, steps, [a for a in decision.actions if a.kind in AFTER_STATUS])
         return str(decision.status["phase"])
 
     def _observe(
@@ -132,15 +141,13 @@ class Reconciler:
         generation: int,
         previous: dict[str, Any],
     ) -> World:
+        """The owned Jobs, and the pods of only the steps whose results are not recorded yet."""
         jobs = [job_view(j) for j in self.kube.list_jobs(ref.namespace, ref.name)]
         owned = {j.step_id: j for j in jobs if j.owner_uid == ref.uid}
-        names = {j.name for j in owned.values()}
         pods: dict[str, list[PodView]] = {}
-        if previous.get("phase") not in TERMINAL:
-            for raw in self.kube.list_pods(ref.namespace, ref.name):
-                if (raw["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) in names:
-                    view = pod_view(raw)
-                    pods.setdefault(view.step_id, []).append(view)
+        for step in steps_to_observe(steps, owned, previous):
+            views = [pod_view(raw) for raw in self.kube.list_pods(ref.namespace, ref.name, step.id)]
+            pods[step.id] = [v for v in views if belongs_to(v, owned[step.id])]
         return World(ref.name, generation, spec, steps, owned, pods, previous)
 
     def _prepare(self, ref: CurationJobRef, spec: PipelineSpec, configmap: dict[str, Any]) -> None:
@@ -168,6 +175,9 @@ class Reconciler:
             elif action.kind == ActionKind.EXPIRE_JOB:
                 ttl = self.settings.finished_job_ttl_seconds
                 self.kube.patch_job(ref.namespace, action.job, {"ttlSecondsAfterFinished": ttl})
+            elif action.kind == ActionKind.DELETE_JOB:
+                self.kube.delete_job(ref.namespace, action.job)
+                log.info("deleted Job %s/%s of step %s", ref.namespace, action.job, action.step_id)
 
     def _write(
         self,

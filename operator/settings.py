@@ -46,8 +46,9 @@ class OperatorSettings(BaseSettings):
     """Seconds between periodic reconciles of every CurationJob (Job events also trigger one)."""
 
     finished_job_ttl_seconds: int = Field(default=3600, ge=0)
-    """Once a CurationJob finished, its step Jobs (and their pods) are deleted this long after;
-    the CurationJob's status keeps the results."""
+    """A failed step's Job (and its pods, whose logs explain the failure) is deleted this long after
+    its CurationJob failed. A succeeded step's Job goes as soon as its counts are in the
+    CurationJob's status."""
 
     @field_validator("worker_command", "namespaces", mode="before")
     @classmethod

@@ -1,9 +1,20 @@
 """Pure, vectorised rule functions of the heuristic filter (Gopher, C4, FineWeb).
 
-A shard's texts are split once into words, lines and paragraphs with Arrow compute kernels
-(`TextBatch`, every split computed lazily and shared by all rule families); the measures are
-then per-document numpy reductions over those flat arrays. Nothing here loops over documents
-in Python, which is what makes thousands of documents per second per core possible.
+A shard's texts are split once into words, lines and paragraphs by Arrow (`TextBatch`, every split
+computed lazily and shared by all rule families). The measures are numpy work on the UTF-8 bytes of
+those units, never a regular expression per word:
+
+- words are Arrow's `ascii_split_whitespace` of the text with the few non-ASCII whitespace
+  characters (and U+001C..U+001F) overwritten by spaces first: exactly `str.split()`'s words;
+- character classes come from byte comparisons for ASCII and from a code-point table for the rest,
+  filled lazily from RE2's own `\\p{P}`, `\\p{S}` and `\\pL`, so the rules mean exactly what the
+  regular expressions they replace meant; "the word holds a letter" is decided by its first byte
+  or, for the few words where that is not enough, a `logical_or.reduceat` over its bytes;
+- line prefixes and suffixes are compared as bytes; stop words are matched as 8-byte integers;
+- repeated lines, paragraphs and word n-grams are grouped exactly by sorting keys packed into one
+  uint64 (no hashing, so no collisions), and only among candidates that can still repeat.
+
+Nothing here loops over documents in Python.
 
 Each family has a `<family>_measures(batch, rules)` function (per-document numbers, handy for
 tests and reports) and a `<family>_checks(batch, rules)` function: an ordered list of
@@ -22,48 +33,108 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.params.heuristic import C4Rules, FineWebRules, GopherQualityRules, GopherRepetitionRules
+from curation.stages.minhash_math import utf8_buffer
 
 Check = tuple[str, np.ndarray]  # (rule name, True where the document fails the rule)
 
-# Tokens made only of punctuation and symbols are not words for Gopher's counts.
-HAS_NON_SYMBOL = r"[^\p{P}\p{S}]"
-HAS_LETTER = r"\pL"
-BULLET_START = r"^[•\-*‣◦⁃●▪–]"
-ELLIPSIS_END = r"(\.\.\.|…)$"
+# Line starts and ends the rules look for (sets of characters or strings, compared as bytes).
+BULLETS = "•-*‣◦⁃●▪–"
+ELLIPSES = ("...", "…")
 # Terminal punctuation of FineWeb's line rule: Latin, CJK, Devanagari, Arabic, Armenian, Ethiopic marks.
-FINEWEB_LINE_END = "[.'\"!?։؟۔।॥።፧。！．？｡]$"
-C4_LINE_END = '[.!?"”]$'
+FINEWEB_LINE_ENDS = ".'\"!?։؟۔।॥።፧。！．？｡"
+C4_LINE_ENDS = '.!?"”'
 SENTENCE_END = r"[.!?]+[\"'”’)\]]*(?:\s|$)"
 C4_POLICY = r"terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies"
 TRIM_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»…–—¿¡"
+# Whitespace of `str.split()` (and of Arrow's utf8 kernels) beyond ASCII \t \n \v \f \r and space.
+EXTRA_WHITESPACE = "\x1c\x1d\x1e\x1f\x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + (
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+PACKED_MAX = 7  # list words up to this many ASCII bytes are compared as one uint64 (8th byte: length)
+CLOSER_ROUNDS = 16  # longer runs of closing quotes and brackets after a sentence end: Arrow counts
+TRIM_ROUNDS = 16  # words with longer punctuation runs at an end are trimmed by Arrow instead
+
+# ---- bytes and character classes -------------------------------------------------------------
+
+PUNCT_OR_SYMBOL, LETTER, KNOWN = 1, 2, 128
+_CLASSES = np.zeros(0x110000, dtype=np.uint8)  # filled on first sight of each code point
+_LENGTH_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(PACKED_MAX + 1)], dtype=np.uint64)
 
 
-@dataclass(frozen=True)
-class Units:
-    """Flat units (words, lines or paragraphs) of a batch, each with the index of its document."""
+def char_classes(codepoints: np.ndarray) -> np.ndarray:
+    """Class bits of each code point: `\\p{P}|\\p{S}` and `\\pL`, from RE2 (the engine of the
+    regular expressions the rules were written with)."""
+    cps = np.clip(codepoints, 0, 0x10FFFF)
+    unknown = np.unique(cps[(_CLASSES[cps] & KNOWN) == 0])
+    valid = unknown[(unknown < 0xD800) | (unknown > 0xDFFF)]
+    if len(valid):
+        chars = pa.array([chr(c) for c in valid.tolist()], pa.string())
+        bits = np.full(len(valid), KNOWN, dtype=np.uint8)
+        bits |= _np(pc.match_substring_regex(chars, r"[\p{P}\p{S}]"), bool) * np.uint8(PUNCT_OR_SYMBOL)
+        bits |= _np(pc.match_substring_regex(chars, r"\pL"), bool) * np.uint8(LETTER)
+        _CLASSES[valid] = bits
+    _CLASSES[unknown] |= KNOWN  # surrogates (never in valid UTF-8): no class
+    return _CLASSES[cps]
 
-    values: pa.Array
-    parent: np.ndarray  # int64, non-decreasing
 
-    @cached_property
-    def lengths(self) -> np.ndarray:
-        return _np(pc.utf8_length(self.values), np.int64)
+def decode_at(values: np.ndarray, leads: np.ndarray) -> np.ndarray:
+    """Code points of the UTF-8 sequences starting at byte positions `leads` (lead bytes >= 0xC0)."""
+    b0 = values[leads].astype(np.int64)
+    b1, b2, b3 = (values.take(leads + k, mode="clip").astype(np.int64) & 0x3F for k in (1, 2, 3))
+    two = ((b0 & 0x1F) << 6) | b1
+    three = ((b0 & 0x0F) << 12) | (b1 << 6) | b2
+    four = ((b0 & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3
+    return np.where(b0 >= 0xF0, four, np.where(b0 >= 0xE0, three, two))
 
-    @cached_property
-    def ids(self) -> np.ndarray:
-        """Dense id per distinct value over the whole batch (equal strings, equal ids)."""
-        return _np(pc.dictionary_encode(self.values).indices, np.int64)
 
-    @cached_property
-    def repeated(self) -> np.ndarray:
-        """True for each unit that repeats an earlier unit of the same document."""
-        if len(self.parent) == 0:
-            return np.zeros(0, dtype=bool)
-        width = int(self.ids.max()) + 1
-        return repeats_earlier(self.parent * width + self.ids)
+def find_sequences(values: np.ndarray, sequences: Iterable[bytes], candidates: np.ndarray) -> np.ndarray:
+    """Sorted start positions of every occurrence of any of `sequences` (UTF-8 encodings of
+    characters, so occurrences never overlap) among the sorted byte positions `candidates`."""
+    found = []
+    for seq in sequences:
+        pos = candidates[values[candidates] == seq[0]]
+        pos = pos[pos + len(seq) <= len(values)]
+        for k in range(1, len(seq)):
+            pos = pos[values[pos + k] == seq[k]]
+        found.append(pos)
+    return np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
 
-    def matches(self, pattern: str) -> np.ndarray:
-        return _np(pc.match_substring_regex(self.values, pattern), bool)
+
+def _letters(v: np.ndarray) -> np.ndarray:
+    """ASCII letters among bytes."""
+    return ((v | np.uint8(0x20)) - np.uint8(97)) < np.uint8(26)
+
+
+def _ascii_punct(v: np.ndarray) -> np.ndarray:
+    """Bytes of string.punctuation: the ASCII part of \\p{P} and \\p{S} (and of TRIM_PUNCT)."""
+    out = (v - np.uint8(33)) < np.uint8(15)  # ! .. /
+    out |= (v - np.uint8(58)) < np.uint8(7)  # : .. @
+    out |= (v - np.uint8(91)) < np.uint8(6)  # [ .. `
+    out |= (v - np.uint8(123)) < np.uint8(4)  # { .. ~
+    return out
+
+
+def _char_flags(values: np.ndarray, positions: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the characters starting at byte `positions` of `values` (`at` = their first bytes):
+    not in `\\p{P}|\\p{S}`, and in `\\pL`. Continuation bytes answer False to both."""
+    letter = _letters(at)
+    other = ~_ascii_punct(at) & (at < 0x80)
+    leads = np.flatnonzero(at >= 0xC0)
+    if len(leads):
+        classes = char_classes(decode_at(values, positions[leads]))
+        letter[leads] = (classes & LETTER) > 0
+        other[leads] = (classes & PUNCT_OR_SYMBOL) == 0
+    return other, letter
+
+
+def gather_spans(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes of the spans [start, end), one after another, and their offsets."""
+    lengths = ends - starts
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    index = np.repeat(starts - offsets[:-1], lengths)
+    index += np.arange(offsets[-1], dtype=np.int64)
+    return values[index], offsets
 
 
 def _np(arr: pa.Array | pa.ChunkedArray, dtype: type) -> np.ndarray:
@@ -72,51 +143,153 @@ def _np(arr: pa.Array | pa.ChunkedArray, dtype: type) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
+def _any_in_spans(flags: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per non-empty span [start, end) of `flags` (spans sorted, not overlapping): any True."""
+    if not len(starts):
+        return np.zeros(0, dtype=bool)
+    padded = np.append(flags, False)
+    bounds = np.empty(2 * len(starts), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts, ends
+    return np.logical_or.reduceat(padded, bounds)[0::2]
+
+
+def _per_span_count(positions: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """How many of the sorted `positions` fall in each span, spans given by their sorted ends."""
+    return np.bincount(np.searchsorted(ends, positions, side="right"), minlength=len(ends))[: len(ends)]
+
+
+# ---- units ---------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class Repeats:
-    """The positions whose key occurs more than once, grouped by key."""
+class Units:
+    """Flat non-empty units (words, lines or paragraphs) of a batch, each with its document."""
 
-    positions: np.ndarray  # positions of keys that occur at least twice (grouped, not ascending)
-    group: np.ndarray  # group id (0..groups-1) of each such position
-    is_first: np.ndarray  # True at the first (smallest) position of each group
-    groups: int
+    values: pa.Array  # large_string, the units one after another in one data buffer
+    parent: np.ndarray  # int64, non-decreasing
+    n_docs: int
 
+    @cached_property
+    def doc_bounds(self) -> np.ndarray:
+        """Units of document d are [doc_bounds[d], doc_bounds[d + 1])."""
+        return np.searchsorted(self.parent, np.arange(self.n_docs + 1))
 
-def find_repeats(keys: np.ndarray) -> Repeats:
-    # An unstable (SIMD) argsort is several times faster than a stable one; the first occurrence
-    # of each group is recovered as the group's smallest position instead.
-    order = np.argsort(keys)
-    ordered = keys[order]
-    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-    sizes = np.diff(np.append(starts, len(keys)))
-    multi = sizes >= 2
-    if not multi.any():
-        empty = np.zeros(0, dtype=np.int64)
-        return Repeats(empty, empty, np.zeros(0, dtype=bool), 0)
-    first = np.minimum.reduceat(order, starts)[multi]
-    positions = order[np.repeat(multi, sizes)]
-    group = np.repeat(np.arange(int(multi.sum())), sizes[multi])
-    return Repeats(positions, group, positions == first[group], int(multi.sum()))
+    def per_doc(self, values: np.ndarray | None = None) -> np.ndarray:
+        """Sum of `values` (one per unit; booleans count) per document, or units per document."""
+        bounds = self.doc_bounds
+        if values is None:
+            return np.diff(bounds).astype(np.float64)
+        if not len(values):
+            return np.zeros(self.n_docs)
+        if values.dtype == bool:
+            values = values.view(np.uint8)
+        sums = np.zeros(self.n_docs)
+        filled = bounds[:-1] < bounds[1:]  # a reduceat segment runs to the next filled document
+        sums[filled] = np.add.reduceat(values, bounds[:-1][filled], dtype=np.float64)
+        return sums
 
+    @cached_property
+    def buffer(self) -> tuple[np.ndarray, np.ndarray]:
+        """UTF-8 bytes (from the first unit's start) and offsets (len units + 1) into them."""
+        values, offsets = utf8_buffer(self.values)
+        base = int(offsets[0]) if len(offsets) else 0
+        return values[base : int(offsets[-1])], offsets - base
 
-def repeats_earlier(keys: np.ndarray) -> np.ndarray:
-    """For each position, True when an earlier position holds the same key."""
-    rep = find_repeats(keys)
-    out = np.zeros(len(keys), dtype=bool)
-    out[rep.positions[~rep.is_first]] = True
-    return out
+    @cached_property
+    def _non_ascii(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per unit: holds a non-ASCII byte; its characters (code points)."""
+        values, offsets = self.buffer
+        byte_lengths = np.diff(offsets)
+        high = np.flatnonzero(values >= 0x80)
+        if not len(high):
+            return np.zeros(len(byte_lengths), dtype=bool), byte_lengths
+        if len(high) * 8 > len(values):  # mostly non-ASCII text: let Arrow count
+            flags = _any_in_spans(values >= 0x80, offsets[:-1], offsets[1:])
+            return flags, _np(pc.utf8_length(self.values), np.int64)
+        ends = offsets[1:]
+        continuation = high[values[high] < 0xC0]
+        return _per_span_count(high, ends) > 0, byte_lengths - _per_span_count(continuation, ends)
+
+    @property
+    def non_ascii(self) -> np.ndarray:
+        return self._non_ascii[0]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Characters (code points) per unit."""
+        return self._non_ascii[1]
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        """Dense id per distinct value over the whole batch (equal strings, equal ids)."""
+        return _np(pc.dictionary_encode(self.values).indices, np.int64)
+
+    @cached_property
+    def repeated(self) -> np.ndarray:
+        """True for each unit that repeats an earlier unit of the same document.
+
+        Only units sharing their byte length with another unit of the document can repeat, so
+        only those are compared (by dictionary id)."""
+        out = np.zeros(len(self.parent), dtype=bool)
+        members, _ = repeated_groups([np.diff(self.buffer[1])], self.parent)
+        if not len(members):
+            return out
+        cand = np.sort(members)
+        ids = _np(pc.dictionary_encode(self.values.take(pa.array(cand))).indices, np.int64)
+        members, first = repeated_groups([ids], self.parent[cand])
+        out[cand[members[~first]]] = True
+        return out
+
+    def matches(self, pattern: str) -> np.ndarray:
+        return _np(pc.match_substring_regex(self.values, pattern), bool)
+
+    def ends_with_any(self, suffixes: Iterable[str]) -> np.ndarray:
+        return self._affix_match(suffixes, at_end=True)
+
+    def starts_with_any(self, prefixes: Iterable[str]) -> np.ndarray:
+        return self._affix_match(prefixes, at_end=False)
+
+    def _affix_match(self, affixes: Iterable[str], at_end: bool) -> np.ndarray:
+        """Units whose bytes end (start) with one of `affixes`. UTF-8 is self-synchronising, so a
+        byte match of a whole character's encoding is a match of that character."""
+        values, offsets = self.buffer
+        starts, ends = offsets[:-1], offsets[1:]
+        out = np.zeros(len(starts), dtype=bool)
+        if not len(starts):
+            return out
+        edge = values[ends - 1] if at_end else values[starts]
+        for affix in dict.fromkeys(affixes):
+            raw = affix.encode("utf-8")
+            cand = np.flatnonzero(edge == (raw[-1] if at_end else raw[0]))
+            if len(raw) > 1:
+                cand = cand[ends[cand] - starts[cand] >= len(raw)]
+                base = (ends[cand] - len(raw)) if at_end else starts[cand]
+                for k, byte in enumerate(raw):
+                    hit = values[base + k] == byte
+                    cand, base = cand[hit], base[hit]
+            out[cand] = True
+        return out
 
 
 def _split(lists: pa.Array, strip: bool) -> Units:
+    """Units from a list<string> array: optionally whitespace-trimmed, empty ones dropped (their
+    zero bytes leave the others contiguous, so dropping them only rewrites the offsets)."""
+    list_offsets = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    parent = np.repeat(np.arange(len(lists), dtype=np.int64), np.diff(list_offsets))
     values = pc.list_flatten(lists)
-    parent = _np(pc.list_parent_indices(lists), np.int64)
     if strip:
         values = pc.utf8_trim_whitespace(values)
-    keep = _np(pc.greater(pc.utf8_length(values), 0), bool)
-    if not keep.all():
-        values = values.filter(pa.array(keep))
-        parent = parent[keep]
-    return Units(values, parent)
+    if not pa.types.is_large_string(values.type):
+        values = values.cast(pa.large_string())
+    _, offsets = utf8_buffer(values)
+    empty = np.flatnonzero(offsets[1:] == offsets[:-1])
+    if len(empty):  # an empty unit's zero bytes: the others stay contiguous, drop its offset
+        offsets = np.delete(offsets, empty)
+        values = pa.Array.from_buffers(
+            pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets), values.buffers()[2]]
+        )
+        parent = np.delete(parent, empty)
+    return Units(values, parent, len(lists))
 
 
 class TextBatch:
@@ -128,26 +301,175 @@ class TextBatch:
         if not isinstance(texts, pa.Array):
             texts = pa.array(list(texts), pa.string())
         self.texts: pa.Array = texts.fill_null("")
+        if not pa.types.is_large_string(self.texts.type):
+            self.texts = self.texts.cast(pa.large_string())
         self.n = len(self.texts)
 
     def per_doc(self, parent: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(parent, weights=weights, minlength=self.n).astype(np.float64)
 
+    @cached_property
+    def _bytes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The texts' bytes from the first one's start, and offsets (len n + 1) into them."""
+        values, offsets = utf8_buffer(self.texts)
+        base = int(offsets[0])
+        return values[base : int(offsets[-1])], offsets - base
+
     def count(self, substring: str) -> np.ndarray:
-        return _np(pc.count_substring(self.texts, substring), np.float64)
+        """Non-overlapping occurrences of `substring` per document (as `pc.count_substring`)."""
+        raw = substring.encode("utf-8")
+        values, offsets = self._bytes
+        borders = any(raw[:k] == raw[-k:] for k in range(1, len(raw)))
+        if not raw or (borders and len(set(raw)) > 1):  # rare patterns: Arrow decides
+            return _np(pc.count_substring(self.texts, substring), np.float64)
+        hits = np.flatnonzero(values == raw[0])
+        docs = np.searchsorted(offsets, hits, side="right") - 1
+        for k, byte in enumerate(raw[1:], 1):
+            ok = (hits + k < offsets[docs + 1]) & (values.take(hits + k, mode="clip") == byte)
+            hits, docs = hits[ok], docs[ok]
+        if not borders:  # occurrences of a pattern without borders never overlap
+            return self.per_doc(docs)
+        # `raw` is one byte repeated k times: a run of that byte holds floor(run length / k).
+        run_start = np.ones(len(hits), dtype=bool)
+        run_start[1:] = (hits[1:] != hits[:-1] + 1) | (docs[1:] != docs[:-1])
+        firsts = np.flatnonzero(run_start)
+        run_len = np.diff(np.append(firsts, len(hits))) + len(raw) - 1
+        return self.per_doc(docs[firsts], run_len // len(raw))
+
+    def contains(self, substring: str) -> np.ndarray:
+        return self.count(substring) > 0
+
+    @cached_property
+    def sentences(self) -> np.ndarray:
+        """Matches of SENTENCE_END per document, counted on the bytes (see `sentence_ends`)."""
+        values, offsets = self._bytes
+        counts, unsure = sentence_ends(values, offsets)
+        if len(unsure):
+            counts[unsure] = _np(pc.count_substring_regex(self.texts.take(pa.array(unsure)), SENTENCE_END), np.float64)
+        return counts
 
     @cached_property
     def words(self) -> Units:
-        return _split(pc.utf8_split_whitespace(self.texts), strip=False)
+        """Whitespace-separated words, as `str.split()`: Arrow's ASCII split, after overwriting the
+        bytes of the other whitespace characters (U+001C..U+001F, U+0085, U+00A0, U+1680,
+        U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000) with spaces."""
+        values, offsets = self._bytes
+        texts = self.texts
+        suspects = np.flatnonzero(
+            ((values - np.uint8(0x1C)) < np.uint8(4)) | (values == 0xC2) | ((values - np.uint8(0xE1)) < np.uint8(3))
+        )
+        if len(suspects):
+            spaces = [suspects[values[suspects] < 0x80]]
+            for size in (2, 3):
+                found = find_sequences(values, [c.encode() for c in EXTRA_WHITESPACE if len(c.encode()) == size], suspects)
+                spaces += [found + k for k in range(size)]
+            spaced = values.copy()
+            spaced[np.concatenate(spaces)] = 0x20  # words keep every byte they had
+            texts = pa.Array.from_buffers(
+                pa.large_string(), self.n, [None, pa.py_buffer(offsets), pa.py_buffer(spaced)]
+            )
+        return _split(pc.ascii_split_whitespace(texts), strip=False)
+
+    @cached_property
+    def word_count(self) -> np.ndarray:
+        return self.words.per_doc()
+
+    @cached_property
+    def _word_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """First and last byte of every word."""
+        values, offsets = self.words.buffer
+        return values[offsets[:-1]], values[offsets[1:] - 1]
+
+    @cached_property
+    def _word_flags(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per word: holds a character outside `\\p{P}|\\p{S}`; holds a letter (`\\pL`).
+
+        Most words answer both by their first character (a letter); only the others are looked at
+        byte by byte."""
+        values, offsets = self.words.buffer
+        starts, ends = offsets[:-1], offsets[1:]
+        first, _ = self._word_edges
+        real, alpha = _char_flags(values, starts, first)
+        todo = np.flatnonzero(~(real & alpha) & (ends - starts > 1))
+        if len(todo):
+            sub, sub_offsets = gather_spans(values, starts[todo], ends[todo])
+            sub_real, sub_alpha = _char_flags(sub, np.arange(len(sub)), sub)
+            real[todo] = _any_in_spans(sub_real, sub_offsets[:-1], sub_offsets[1:])
+            alpha[todo] = _any_in_spans(sub_alpha, sub_offsets[:-1], sub_offsets[1:])
+        return real, alpha
+
+    @property
+    def real_words(self) -> np.ndarray:
+        """Words holding at least one character that is not punctuation or a symbol."""
+        return self._word_flags[0]
+
+    @property
+    def alpha_words(self) -> np.ndarray:
+        """Words holding at least one letter."""
+        return self._word_flags[1]
 
     @cached_property
     def normalized_words(self) -> pa.Array:
         """Words lowercased with surrounding punctuation trimmed (for word lists)."""
         return pc.utf8_trim(pc.utf8_lower(self.words.values), TRIM_PUNCT)
 
-    @cached_property
-    def word_count(self) -> np.ndarray:
-        return self.per_doc(self.words.parent)
+    def normalized_word_in(self, word_list: Sequence[str]) -> np.ndarray:
+        """Per word: its normalised form (see `normalized_words`) is one of `word_list`.
+
+        ASCII words are trimmed by moving their ends past punctuation bytes and compared as one
+        uint64 (lowercased bytes, length in the top byte) with the list's ASCII words of up to
+        PACKED_MAX bytes; other words go through Arrow's lowercase, trim and `is_in`."""
+        wanted = set(word_list)
+        values, offsets = self.words.buffer
+        n_words = len(offsets) - 1
+        out = np.zeros(n_words, dtype=bool)
+        if not wanted or not n_words:
+            return out
+        starts, ends = offsets[:-1], offsets[1:]
+        slow = self.words.non_ascii.copy()
+        slow[starts > len(values) - 8] = True  # the uint64 view below ends 7 bytes early
+        first, last = self._word_edges
+        edged = np.flatnonzero((_ascii_punct(first) | _ascii_punct(last)) & ~slow)
+        start, end = starts[edged], ends[edged]
+        for forward in (True, False):
+            active = np.flatnonzero(_ascii_punct(values[start if forward else end - 1]) & (start < end))
+            for _ in range(TRIM_ROUNDS):
+                if not len(active):
+                    break
+                if forward:
+                    start[active] += 1
+                else:
+                    end[active] -= 1
+                active = active[start[active] < end[active]]
+                active = active[_ascii_punct(values[start[active] if forward else end[active] - 1])]
+            slow[edged[active]] = True  # very long punctuation runs: Arrow trims those
+        trimmed_start, trimmed_length = starts.copy(), ends - starts
+        trimmed_start[edged], trimmed_length[edged] = start, end - start
+        long_lengths = [len(w) for w in wanted if w.isascii() and len(w) > PACKED_MAX]
+        if long_lengths:
+            slow |= np.isin(trimmed_length, long_lengths)
+        packed = [w for w in wanted if w.isascii() and len(w) <= PACKED_MAX]
+        if packed:
+            size_ok = np.zeros(PACKED_MAX + 2, dtype=bool)
+            size_ok[[len(w) for w in packed]] = True
+            sel = np.flatnonzero(size_ok[np.minimum(trimmed_length, PACKED_MAX + 1)] & ~slow)
+            as_u64 = np.ndarray((max(len(values) - 7, 0),), dtype="<u8", buffer=values, strides=(1,))
+            size = trimmed_length[sel]
+            keys = as_u64[trimmed_start[sel]]
+            if all(w.isalpha() and w.islower() for w in packed):
+                keys |= np.uint64(0x2020202020202020)  # exact for [a-z] words: only A-Z map onto a-z
+            else:
+                keys = _ascii_lower_u64(keys)
+            keys &= _LENGTH_MASKS[size]
+            keys |= size.astype(np.uint64) << np.uint64(56)
+            wanted_keys = [int.from_bytes(w.encode(), "little") | (len(w) << 56) for w in packed]
+            out[sel] = np.isin(keys, np.array(wanted_keys, dtype=np.uint64))
+        rest = np.flatnonzero(slow)
+        if len(rest):
+            words = self.words.values.take(pa.array(rest))
+            normal = pc.utf8_trim(pc.utf8_lower(words), TRIM_PUNCT)
+            out[rest] = _np(pc.is_in(normal, value_set=pa.array(sorted(wanted), pa.string())), bool)
+        return out
 
     @cached_property
     def lines(self) -> Units:
@@ -155,7 +477,7 @@ class TextBatch:
 
     @cached_property
     def line_count(self) -> np.ndarray:
-        return self.per_doc(self.lines.parent)
+        return self.lines.per_doc()
 
     @cached_property
     def paragraphs(self) -> Units:
@@ -163,12 +485,59 @@ class TextBatch:
 
     def repeated_fractions(self, units: Units) -> tuple[np.ndarray, np.ndarray]:
         """Per document: fraction of units repeating an earlier one, and of their characters."""
-        total = self.per_doc(units.parent)
-        chars = self.per_doc(units.parent, units.lengths)
+        total = units.per_doc()
+        chars = units.per_doc(units.lengths)
         rep = units.repeated
-        rep_count = self.per_doc(units.parent[rep])
-        rep_chars = self.per_doc(units.parent[rep], units.lengths[rep])
+        rep_count = units.per_doc(rep)
+        rep_chars = units.per_doc(np.where(rep, units.lengths, 0))
         return ratio(rep_count, total), ratio(rep_chars, chars)
+
+
+def sentence_ends(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per document, the non-overlapping matches of SENTENCE_END, `[.!?]+["'”’)\\]]*(?:\\s|$)`, and
+    the documents left to Arrow (a closing run longer than CLOSER_ROUNDS characters).
+
+    A match ends every maximal run of `.!?` whose following run of closing characters is followed by
+    ASCII whitespace (RE2's \\s: tab, newline, form feed, carriage return, space) or the text's end:
+    starting inside the run or ending the closers early leaves a `.!?` or closing character where
+    the regular expression needs whitespace, so nothing else can match."""
+    n = len(offsets) - 1
+    counts = np.zeros(n)
+    marks = np.flatnonzero((values == 0x2E) | (values == 0x21) | (values == 0x3F))
+    if not len(marks):
+        return counts, np.zeros(0, np.int64)
+    docs = np.searchsorted(offsets, marks, side="right") - 1
+    run_end = np.ones(len(marks), dtype=bool)
+    run_end[:-1] = (marks[1:] != marks[:-1] + 1) | (docs[1:] != docs[:-1])
+    end, docs = marks[run_end] + 1, docs[run_end]
+    limit = offsets[docs + 1]
+    padded = np.append(values, np.zeros(3, np.uint8))
+    active = np.arange(len(end))
+    for _ in range(CLOSER_ROUNDS):
+        e = end[active]
+        b = padded[e]
+        ascii_closer = (b == 0x22) | (b == 0x27) | (b == 0x29) | (b == 0x5D)
+        curly = (b == 0xE2) & (padded[e + 1] == 0x80) & ((padded[e + 2] == 0x9D) | (padded[e + 2] == 0x99))
+        step = np.where(ascii_closer, 1, np.where(curly, 3, 0))
+        step[e + step > limit[active]] = 0
+        moving = step > 0
+        end[active[moving]] += step[moving]
+        active = active[moving]
+        if not len(active):
+            break
+    b = padded[end]
+    ok = (end == limit) | (b == 0x20) | ((b - np.uint8(9)) < np.uint8(2)) | ((b - np.uint8(12)) < np.uint8(2))
+    counts += np.bincount(docs[ok], minlength=n)
+    unsure = np.unique(docs[active])
+    return counts, unsure
+
+
+def _ascii_lower_u64(x: np.ndarray) -> np.ndarray:
+    """Lowercase the ASCII letters in each of 8 bytes packed in a uint64 (all bytes < 0x80)."""
+    ge_a = x + np.uint64(0x3F3F3F3F3F3F3F3F)  # high bit of a byte set where byte >= 'A'
+    gt_z = x + np.uint64(0x2525252525252525)  # ... where byte > 'Z'
+    upper = ge_a & ~gt_z & np.uint64(0x8080808080808080)
+    return x | (upper >> np.uint64(2))
 
 
 def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -195,23 +564,19 @@ def first_failures(n: int, checks: Iterable[Check]) -> list[str | None]:
 
 
 def gopher_quality_measures(batch: TextBatch, rules: GopherQualityRules) -> dict[str, np.ndarray]:
-    words = batch.words
-    real = words.matches(HAS_NON_SYMBOL)
-    n_words = batch.per_doc(words.parent[real])
-    stops = pc.is_in(batch.normalized_words, value_set=pa.array(rules.stop_words, pa.string()))
+    words, lines = batch.words, batch.lines
+    real = batch.real_words
+    n_words = words.per_doc(real)
+    stops = batch.normalized_word_in(rules.stop_words)
     return {
         "words": n_words,
-        "mean_word_length": ratio(batch.per_doc(words.parent[real], words.lengths[real]), n_words),
+        "mean_word_length": ratio(words.per_doc(np.where(real, words.lengths, 0)), n_words),
         "hash_ratio": ratio(batch.count("#"), n_words),
         "ellipsis_ratio": ratio(batch.count("...") + batch.count("…"), n_words),
-        "bullet_line_frac": ratio(
-            batch.per_doc(batch.lines.parent[batch.lines.matches(BULLET_START)]), batch.line_count
-        ),
-        "ellipsis_line_frac": ratio(
-            batch.per_doc(batch.lines.parent[batch.lines.matches(ELLIPSIS_END)]), batch.line_count
-        ),
-        "alpha_word_frac": ratio(batch.per_doc(words.parent[words.matches(HAS_LETTER)]), batch.word_count),
-        "stop_words": batch.per_doc(words.parent[_np(stops, bool)]),
+        "bullet_line_frac": ratio(lines.per_doc(lines.starts_with_any(BULLETS)), batch.line_count),
+        "ellipsis_line_frac": ratio(lines.per_doc(lines.ends_with_any(ELLIPSES)), batch.line_count),
+        "alpha_word_frac": ratio(words.per_doc(batch.alpha_words), batch.word_count),
+        "stop_words": words.per_doc(stops),
     }
 
 
@@ -233,19 +598,94 @@ def gopher_quality_checks(batch: TextBatch, rules: GopherQualityRules) -> list[C
 
 # ---- Gopher repetition ---------------------------------------------------------------------
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+
+def _bit_width(x: int) -> int:
+    return max(int(x).bit_length(), 1)
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser: a strong 64-bit mix, vectorised (uint64 arithmetic wraps)."""
-    x = x.astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(30)
-    x *= _M1
-    x ^= x >> np.uint64(27)
-    x *= _M2
-    x ^= x >> np.uint64(31)
-    return x
+def repeated_groups(
+    keys: Sequence[np.ndarray], doc: np.ndarray | None = None, key_max: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Items whose key occurs more than once: their indices, grouped (groups in key order, each
+    group by index), and True at each group's first (smallest) index.
+
+    `keys` are non-negative integer arrays (one key, most significant part first; `key_max` their
+    maxima if known); `doc`, non-decreasing, keeps equal keys of different documents apart (None:
+    the keys already do). Key parts, document and the index inside the document are packed into
+    one uint64 and sorted with numpy's fast (SIMD) sort; when they do not fit, the global index
+    takes the place of (document, index inside it) and a group also ends where the document
+    changes (equal keys sort by index, so a document's items are contiguous among them); beyond
+    that, `np.lexsort`."""
+    m = len(keys[0])
+    if m < 2:
+        return np.zeros(0, np.int64), np.zeros(0, dtype=bool)
+    maxima = key_max if key_max is not None else [int(k.max()) for k in keys]
+    widths = [_bit_width(x) for x in maxima]
+    bounds = np.array([0, m], dtype=np.int64)
+    if doc is not None:
+        change = np.flatnonzero(doc[1:] != doc[:-1]) + 1
+        bounds = np.concatenate([[0], change, [m]])
+    run_lengths = np.diff(bounds)
+    doc_bits = _bit_width(len(run_lengths) - 1) if doc is not None else 0
+    local_bits = _bit_width(int(run_lengths.max()) - 1)
+    index_bits = _bit_width(m - 1)
+    if doc_bits + sum(widths) + local_bits <= 64:
+        # key = doc | keys | index inside the document: (doc << s) - doc start, plus the global index
+        shift = local_bits + sum(widths)
+        offs = (np.arange(len(run_lengths), dtype=np.uint64) << np.uint64(shift)) - bounds[:-1].astype(np.uint64)
+        key = np.repeat(offs, run_lengths)
+        key += np.arange(m, dtype=np.uint64)
+        for part, width in zip(keys, widths, strict=True):
+            shift -= width
+            key += np.left_shift(_as_u64(part), np.uint64(shift))
+        key.sort()
+        group_key = key >> np.uint64(local_bits)
+        link = np.flatnonzero(group_key[1:] == group_key[:-1])
+        kept, first = _members(m, link)
+        key = key[kept]
+        local = (key & np.uint64((1 << local_bits) - 1)).view(np.int64)
+        if doc is None:
+            return local, first
+        return bounds[(key >> np.uint64(local_bits + sum(widths))).view(np.int64)] + local, first
+    elif sum(widths) + index_bits <= 64 and doc is not None:
+        shift = index_bits + sum(widths)
+        key = np.arange(m, dtype=np.uint64)
+        for part, width in zip(keys, widths, strict=True):
+            shift -= width
+            key += np.left_shift(_as_u64(part), np.uint64(shift))
+        key.sort()
+        order = (key & np.uint64((1 << index_bits) - 1)).view(np.int64)
+        key >>= np.uint64(index_bits)
+        link = np.flatnonzero(key[1:] == key[:-1])
+        small_doc = doc.astype(np.uint16 if doc[-1] < 1 << 16 else np.int64, copy=False)
+        link = link[small_doc[order[link]] == small_doc[order[link + 1]]]
+    else:
+        columns = [*keys, doc] if doc is not None else list(keys)
+        order = np.lexsort(columns[::-1])
+        same = np.ones(m - 1, dtype=bool)
+        for column in columns:
+            c = column[order]
+            same &= c[1:] == c[:-1]
+        link = np.flatnonzero(same)
+    kept, first = _members(m, link)
+    return order[kept], first
+
+
+def _members(m: int, link: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted items in a group of two or more, given the links (item i continues item i - 1's
+    group at i = link + 1), and True at each group's first item."""
+    member = np.zeros(m, dtype=bool)
+    member[link] = True
+    member[link + 1] = True
+    follows = np.zeros(m, dtype=bool)
+    follows[link + 1] = True
+    kept = np.flatnonzero(member)
+    return kept, ~follows[kept]
+
+
+def _as_u64(x: np.ndarray) -> np.ndarray:
+    """Non-negative integers as uint64, without a copy for int64."""
+    return x.view(np.uint64) if x.dtype == np.int64 else x.astype(np.uint64)
 
 
 def ngram_char_fractions(
@@ -259,53 +699,77 @@ def ngram_char_fractions(
     """Word n-gram repetition per document, as fractions of the document's word characters.
 
     Returns ({n: chars of all occurrences of the most frequent repeated n-gram},
-    {n: chars of words inside any occurrence, after the first, of a repeated n-gram}).
+    {n: chars of words inside any occurrence, after the first, of a repeated n-gram});
+    n = 1 is not measured (single words repeat everywhere) and reads 0.
 
     An n-gram can repeat only where its (n-1)-gram prefix repeats, so after n=2 only the start
-    positions of repeated (n-1)-grams are extended and searched: the candidates shrink fast."""
+    positions of repeated (n-1)-grams are extended and grouped: the candidates shrink fast. Each
+    repeated n-gram gets an exact dense id (its group, one document's), so n-grams are never
+    confused by hashing."""
     top_sizes, dup_sizes = set(top_sizes), set(dup_sizes)
     total = len(ids)
-    doc_chars = np.bincount(parent, weights=lengths, minlength=n_docs).astype(np.float64)
     cum = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    doc_bounds = np.searchsorted(parent, np.arange(n_docs + 1))
+    doc_chars = (cum[doc_bounds[1:]] - cum[doc_bounds[:-1]]).astype(np.float64)
     top = {n: np.zeros(n_docs) for n in top_sizes}
     dup = {n: np.zeros(n_docs) for n in dup_sizes}
-    starts = np.arange(total, dtype=np.int64)
-    keys = mix64(parent.astype(np.uint64))  # the document is part of every n-gram's key
-    for n in range(1, max(top_sizes | dup_sizes, default=0) + 1):
-        last = starts + (n - 1)
-        inside = last < total
-        inside[inside] = parent[last[inside]] == parent[starts[inside]]
-        starts, last, keys = starts[inside], last[inside], keys[inside]
-        keys = mix64(keys ^ (ids[last].astype(np.uint64) + np.uint64(n)))
-        if n == 1 or len(starts) == 0:
-            continue  # single words repeat everywhere: not worth a pruning pass
-        rep = find_repeats(keys)
-        rep_starts = starts[rep.positions]
+    if total < 2:
+        return top, dup
+    word_max = int(ids.max())
+    # n = 2 over every position; a pair that crosses into the next document gets a first word
+    # id no real word has, so it matches nothing.
+    starts = np.arange(total - 1, dtype=np.int64)
+    group = ids[:-1].copy()
+    cross = doc_bounds[1:-1]
+    group[cross[(cross > 0) & (cross < total)] - 1] = word_max + 1
+    members, first = repeated_groups([group, ids[1:]], parent[:-1], [word_max + 1, word_max])
+    group_max = word_max + 1
+    for n in range(2, max(top_sizes | dup_sizes, default=0) + 1):
+        if n > 2:
+            last = starts + (n - 1)
+            inside = last < doc_bounds[parent[starts] + 1]
+            starts, group = starts[inside], group[inside]
+            if len(starts) < 2:
+                break
+            members, first = repeated_groups([group, ids[starts + (n - 1)]], None, [group_max, word_max])
+        dense = np.cumsum(first) - 1
+        rep_starts = starts[members]
         if n in top_sizes:
-            top[n] = ratio(_top_ngram_chars(rep, rep_starts, cum, parent, n, n_docs), doc_chars)
+            top[n] = ratio(_top_ngram_chars(rep_starts, dense, first, cum, parent, n, n_docs), doc_chars)
         if n in dup_sizes:
-            later = rep_starts[~rep.is_first]
-            cover = np.bincount(later, minlength=total + 1) - np.bincount(later + n, minlength=total + 1)
-            covered = np.cumsum(cover[:total]) > 0
-            dup_chars = np.bincount(parent[covered], weights=lengths[covered], minlength=n_docs)
+            later = np.sort(rep_starts[~first])
+            end = np.minimum(later + n, np.append(later[1:], total))  # the union of [s, s + n)
+            dup_chars = np.bincount(parent[later], weights=cum[end] - cum[later], minlength=n_docs)
             dup[n] = ratio(dup_chars.astype(np.float64), doc_chars)
-        keep = np.sort(rep.positions)
-        starts, keys = starts[keep], keys[keep]
+        if not len(members):
+            break
+        # The repeated n-grams' starts, by position, with their dense group ids.
+        group_max = int(dense[-1])
+        width = _bit_width(group_max)
+        packed = (members.view(np.uint64) << np.uint64(width)) | dense.view(np.uint64)
+        packed.sort()
+        starts = starts[(packed >> np.uint64(width)).view(np.int64)]
+        group = (packed & np.uint64((1 << width) - 1)).view(np.int64)
     return top, dup
 
 
 def _top_ngram_chars(
-    rep: Repeats, starts: np.ndarray, cum: np.ndarray, parent: np.ndarray, n: int, n_docs: int
+    starts: np.ndarray,
+    group: np.ndarray,
+    first: np.ndarray,
+    cum: np.ndarray,
+    parent: np.ndarray,
+    n: int,
+    n_docs: int,
 ) -> np.ndarray:
     """Characters of the most frequent repeated n-gram per document (ties: the longer n-gram)."""
     best = np.zeros(n_docs, dtype=np.int64)
-    if rep.groups == 0:
+    if len(starts) == 0:
         return best.astype(np.float64)
-    counts = np.bincount(rep.group, minlength=rep.groups).astype(np.int64)
-    first_starts = starts[rep.is_first]  # one per group, in group order of first appearance
-    first_groups = rep.group[rep.is_first]
+    counts = np.bincount(group).astype(np.int64)
+    first_starts = starts[first]  # one per group, in group order
     chars = cum[first_starts + n] - cum[first_starts]
-    score = (counts[first_groups] << np.int64(32)) | np.minimum(chars, 0xFFFFFFFF)
+    score = (counts << np.int64(32)) | np.minimum(chars, 0xFFFFFFFF)
     np.maximum.at(best, parent[first_starts], score)
     return ((best >> np.int64(32)) * (best & np.int64(0xFFFFFFFF))).astype(np.float64)
 
@@ -364,7 +828,7 @@ def c4_clean_lines(batch: TextBatch, rules: C4Rules) -> C4Cleaning:
     lines = batch.lines
     keep = np.ones(len(lines.parent), dtype=bool)
     if rules.require_terminal_punct:
-        keep &= lines.matches(C4_LINE_END) & ~lines.matches(ELLIPSIS_END)
+        keep &= lines.ends_with_any(C4_LINE_ENDS) & ~lines.ends_with_any(ELLIPSES)
     tokens = pc.utf8_split_whitespace(lines.values)
     if rules.min_words_per_line:
         keep &= _np(pc.list_value_length(tokens), np.int64) >= rules.min_words_per_line
@@ -380,7 +844,7 @@ def c4_clean_lines(batch: TextBatch, rules: C4Rules) -> C4Cleaning:
     left = np.bincount(lines.parent[keep], minlength=batch.n).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(left)]).astype(np.int32)
     kept = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), lines.values.filter(pa.array(keep)))
-    text = pc.binary_join(kept, "\n").cast(pa.string())
+    text = pc.binary_join(kept, pa.scalar("\n", pa.large_string())).cast(pa.string())
     removed = batch.line_count.astype(np.int64) - left
     return C4Cleaning(text, removed, left)
 
@@ -393,17 +857,16 @@ def c4_measures(
     single = [w.lower() for w in rules.bad_words if " " not in w.strip()]
     phrases = [w.lower().strip() for w in rules.bad_words if " " in w.strip()]
     if single:
-        hits = _np(pc.is_in(batch.normalized_words, value_set=pa.array(single, pa.string())), bool)
-        bad |= batch.per_doc(batch.words.parent[hits]) > 0
+        bad |= batch.words.per_doc(batch.normalized_word_in(single)) > 0
     if phrases:
         pattern = r"\b(?:" + "|".join(re.escape(p) for p in phrases) + r")\b"
         bad |= _np(pc.match_substring_regex(pc.utf8_lower(batch.texts), pattern), bool)
     return {
         "lorem_ipsum": _np(pc.match_substring(batch.texts, "lorem ipsum", ignore_case=True), bool),
-        "curly_bracket": _np(pc.match_substring(batch.texts, "{"), bool),
+        "curly_bracket": batch.contains("{"),
         "bad_word": bad,
         "lines_left": cleaning.lines_left if cleaning is not None else batch.line_count,
-        "sentences": _np(pc.count_substring_regex(texts, SENTENCE_END), np.float64),
+        "sentences": batch.sentences if cleaning is None else _np(pc.count_substring_regex(texts, SENTENCE_END), np.float64),
     }
 
 
@@ -430,9 +893,9 @@ def fineweb_measures(batch: TextBatch, rules: FineWebRules) -> dict[str, np.ndar
     short = lines.lengths < rules.short_line_length
     return {
         "line_punct_frac": ratio(
-            batch.per_doc(lines.parent[lines.matches(FINEWEB_LINE_END)]), batch.line_count
+            lines.per_doc(lines.ends_with_any(FINEWEB_LINE_ENDS)), batch.line_count
         ),
-        "short_line_frac": ratio(batch.per_doc(lines.parent[short]), batch.line_count),
+        "short_line_frac": ratio(lines.per_doc(short), batch.line_count),
         "dup_line_char_frac": dup_chars,
         "newline_word_ratio": ratio(batch.count("\n"), batch.word_count),
     }

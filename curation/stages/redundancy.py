@@ -1,11 +1,16 @@
 """redundancy-control (D4 / density-based pruning): dense, redundant clusters keep fewer documents.
 
-Shares embed, k-means and filter with semantic-dedup (see semantic.py). After assignment the
-k-means step knows every cluster's size and mean distance to its centroid; it turns these into
-per-cluster keep quotas (`kmeans/quotas.npy`, see `density_quotas`) whose sum is `keepFraction`
-of the documents. The prune step (reduce, one rank per cluster partition) keeps each cluster's
-quota, least prototypical documents first (or a seeded random choice), and the filter step drops
-the rest with reason `redundancy-pruned`.
+Shares embed, k-means, assign and filter with semantic-dedup (see semantic.py):
+
+- prune (reduce): every rank adds up the assign ranks' small per-cluster aggregates (document
+  counts and distance sums: k numbers each) into every cluster's size and mean distance to its
+  centroid, turns them with the centroids into per-cluster keep quotas (`density_quotas`: their
+  sum is `keepFraction` of the documents, and every non-empty cluster keeps at least one), then,
+  for each of its partitions, keeps each cluster's quota, least prototypical documents first (or
+  a seeded random choice), and writes the pruned keys with their cluster and rank in the
+  cluster's keep order to one removal file per rank;
+- filter (map): rejects the pruned documents (`redundancy-pruned`, with `redundancy_rank`) and
+  annotates every document with `redundancy_cluster`.
 """
 
 from __future__ import annotations
@@ -13,47 +18,110 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from curation.models.clustering import cluster_complexity, density_quotas
-from curation.stages.base import StepContext
-from curation.stages.semantic import CLUSTER, KEY, PRIORITY, ClusteredStage, read_npy, splitmix64, write_npy
+from curation.errors import StepError
+from curation.models.clustering import cluster_complexity, density_quotas, size_histogram
+from curation.stages.base import StageStats, StepContext
+from curation.stages.semantic import (
+    CLUSTER,
+    KEY,
+    PRIORITY,
+    ClusteredStage,
+    scatter,
+    splitmix64,
+    write_removals,
+)
+
+RANK = "redundancy_rank"  # 0-based position of a pruned document in its cluster's keep order
+
+
+def ranks_within_clusters(clusters: np.ndarray, priority: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Position of each row in its cluster's keep order: highest priority first, ties by key."""
+    order = np.lexsort((keys, -priority, clusters))
+    sorted_clusters = clusters[order]
+    starts = np.searchsorted(sorted_clusters, sorted_clusters, side="left")
+    ranks = np.zeros(len(clusters), dtype=np.int64)
+    ranks[order] = np.arange(len(order)) - starts
+    return ranks
 
 
 def keep_within_clusters(
     clusters: np.ndarray, priority: np.ndarray, keys: np.ndarray, quotas: np.ndarray
 ) -> np.ndarray:
     """Boolean mask: in each cluster, the `quotas[cluster]` rows of highest priority (ties by key)."""
-    keep = np.zeros(len(clusters), dtype=bool)
-    order = np.lexsort((keys, -priority, clusters))
-    sorted_clusters = clusters[order]
-    starts = np.searchsorted(sorted_clusters, sorted_clusters, side="left")
-    rank_in_cluster = np.arange(len(order)) - starts
-    keep[order] = rank_in_cluster < quotas[sorted_clusters]
-    return keep
+    return ranks_within_clusters(clusters, priority, keys) < quotas[clusters]
 
 
 class RedundancyControlStage(ClusteredStage):
     type_name = "redundancy-control"
-    steps = ("embed", "kmeans", "prune", "filter")
+    steps = ("embed", "kmeans", "assign", "prune", "filter")
     reduce_step = "prune"
     reason = "redundancy-pruned"
     cluster_column = "redundancy_cluster"
+    partition_budget = "clusters"
+    with_embeddings = False
+    removals_schema = pa.schema([(KEY, pa.uint64()), (CLUSTER, pa.int32()), (RANK, pa.int64())])
 
-    def priorities(self, ctx: StepContext, shard: int, keys: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    def priorities(self, table: pa.Table, keys: np.ndarray, distance: np.ndarray) -> np.ndarray:
         if self.params.drop_prototypical:
             return distance.astype(np.float64)
         return (splitmix64(keys, self.params.seed) >> np.uint64(11)).astype(np.float64)
 
-    def after_assignment(
-        self, ctx: StepContext, sizes: np.ndarray, distance_sums: np.ndarray, centroids: np.ndarray
-    ) -> dict[str, Any]:
+    def quotas(self, ctx: StepContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cluster sizes, complexity, keep quotas) from the assign ranks' aggregates."""
         p = self.params
+        centroids = self.centroids(ctx)
+        sizes, distance_sums = self.cluster_stats(ctx, len(centroids))
         intra = np.divide(distance_sums, sizes, out=np.zeros(len(sizes)), where=sizes > 0)
         complexity = cluster_complexity(intra, centroids, p.neighbours)
-        quotas = density_quotas(sizes, complexity, p.keep_fraction, p.temperature)
-        write_npy(ctx.scratch.join("kmeans", "quotas.npy"), quotas)
+        return sizes, complexity, density_quotas(sizes, complexity, p.keep_fraction, p.temperature)
+
+    def step_prune(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        dim, partitions = self.my_partitions(ctx, rank, world_size)
+        schema = self.assign_schema(dim)
+        sizes, complexity, quotas = self.quotas(ctx)
+        removed: list[pa.Table] = []
+        mine: list[np.ndarray] = []
+        for partition in partitions:  # one partition in memory at a time
+            table = ctx.read_partition("assign", partition, schema, writer="assign")
+            if table.num_rows == 0:
+                continue
+            clusters = table.column(CLUSTER).to_numpy()
+            here = np.bincount(clusters, minlength=len(sizes))
+            present = np.flatnonzero(here)
+            if not np.array_equal(here[present], sizes[present]):
+                raise StepError(
+                    f"{ctx.step.id}: partition {partition} does not match the assign "
+                    "statistics; rerun the assign step"
+                )
+            mine.append(present)
+            keys = table.column(KEY).to_numpy()
+            ranks = ranks_within_clusters(clusters, table.column(PRIORITY).to_numpy(), keys)
+            gone = np.flatnonzero(ranks >= quotas[clusters])
+            removed.append(
+                pa.table(
+                    {
+                        KEY: pa.array(keys[gone], pa.uint64()),
+                        CLUSTER: pa.array(clusters[gone], pa.int32()),
+                        RANK: pa.array(ranks[gone], pa.int64()),
+                    },
+                    schema=self.removals_schema,
+                )
+            )
+        out = pa.concat_tables(removed) if removed else self.removals_schema.empty_table()
+        write_removals(ctx.scratch.join(self.reduce_step, f"r{rank:05d}.parquet"), out)
+        stats = StageStats()
+        clusters_here = np.concatenate(mine) if mine else np.zeros(0, np.int64)
+        stats.extra = {"kmeans_cluster_sizes": size_histogram(sizes[clusters_here])}
+        if rank == 0:  # global figures: reported once, not added up over ranks
+            stats.extra.update(self._pruning_summary(sizes, complexity, quotas))
+        return stats.to_dict()
+
+    @staticmethod
+    def _pruning_summary(sizes: np.ndarray, complexity: np.ndarray, quotas: np.ndarray) -> dict[str, Any]:
+        """How hard clusters of each density were pruned (for the report): deciles of complexity."""
         kept = np.divide(quotas, sizes, out=np.ones(len(sizes)), where=sizes > 0)
-        # The report shows how hard clusters of each density were pruned: deciles of complexity.
         order = np.argsort(complexity)
         deciles = np.array_split(order, min(10, len(order)))
         return {
@@ -63,12 +131,6 @@ class RedundancyControlStage(ClusteredStage):
             "min_cluster_keep_fraction": round(float(kept[sizes > 0].min()), 3) if (sizes > 0).any() else 1.0,
         }
 
-    def step_prune(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        table = self.read_partition(ctx, rank)
-        keys = table.column(KEY).to_numpy().astype(np.uint64)
-        quotas = read_npy(ctx.scratch.join("kmeans", "quotas.npy"))
-        keep = keep_within_clusters(
-            table.column(CLUSTER).to_numpy(), table.column(PRIORITY).to_numpy(), keys, quotas
-        )
-        self.write_removed(ctx, rank, keys[~keep])
-        return {"docs_in": len(keys), "docs_out": int(keep.sum())}
+    def annotate(self, table: pa.Table, labels: np.ndarray, at: np.ndarray, removed: pa.Table) -> pa.Table:
+        table = super().annotate(table, labels, at, removed)
+        return table.append_column(RANK, scatter(removed.column(RANK).combine_chunks(), at, table.num_rows))

@@ -5,10 +5,11 @@ style (seeded, from `ratio` and `styles`), cut long documents into chunks of abo
 `chunkTokens`, wrap each chunk in its style's prompt and the model's chat template, generate in
 large length-sorted batches, join the chunks back, and check each result against the guards.
 
-The output shard holds every real row unchanged (plus `synthetic = false`) followed by the kept
-synthetic rows: id `<source id>#syn-<style>`, `synthetic = true`, `synthetic_source_id`,
-`synthetic_style`. Degenerate generations go to the rejected shard as synthetic rows with
-reason `rephrase:<guard>`. Real rows are never rejected here.
+Real rows are never rejected here; they get `synthetic = false`. The generations are written as
+the stage's synthetic rows of the shard (`_row` numbers after the shard's universe): id
+`<source id>#syn-<style>`, `synthetic = true`, `synthetic_source_id`, `synthetic_style`, other
+columns null. The decision file judges them with the real rows: kept, or `rephrase:<guard>` for
+a degenerate generation (published in `rejected/`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
-from curation.dataset import ID, SYNTHETIC_SOURCE, TEXT, with_stage_reason
+from curation.corpus import BYTES, ROW, SYNTHETIC_SOURCE, decision_table, text_lengths
+from curation.dataset import ID, TEXT
 from curation.params.model_stages import RephraseParams
 from curation.stages.base import Stage, StageStats, StepContext, text_bytes
 
@@ -114,29 +118,23 @@ def degenerate_reason(output: str, source: str, p: RephraseParams) -> str | None
     return None
 
 
-def with_synthetic_columns(table: pa.Table) -> pa.Table:
-    """Real rows: `synthetic = false`, null source and style (kept if an earlier stage set them)."""
-    n = table.num_rows
-    defaults = {
-        SYNTHETIC: pa.array([False] * n, pa.bool_()),
-        SYNTHETIC_SOURCE: pa.nulls(n, pa.string()),
-        STYLE: pa.nulls(n, pa.string()),
-    }
-    for name, column in defaults.items():
-        if name not in table.column_names:
-            table = table.append_column(name, column)
-    return table
-
-
 def synthetic_table(
-    schema: pa.Schema, ids: list[str], texts: list[str], sources: list[str], styles: list[str]
+    schema: pa.Schema, first_row: int, ids: list[str], texts: list[str], sources: list[str], styles: list[str]
 ) -> pa.Table:
-    """Synthetic rows in the real rows' schema: other columns null."""
+    """The stage's synthetic rows: `_row` from `first_row` on, `_bytes`, and the id and text in the
+    canonical types of `schema`."""
     n = len(ids)
-    given = {ID: ids, TEXT: texts, SYNTHETIC: [True] * n, SYNTHETIC_SOURCE: sources, STYLE: styles}
+    text = pa.array(texts, schema.field(TEXT).type if TEXT in schema.names else pa.string())
     return pa.table(
-        {f.name: pa.array(given[f.name], f.type) if f.name in given else pa.nulls(n, f.type) for f in schema},
-        schema=schema,
+        {
+            ROW: pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+            BYTES: pa.array(text_lengths(text), pa.int64()),
+            ID: pa.array(ids, schema.field(ID).type if ID in schema.names else pa.string()),
+            TEXT: text,
+            SYNTHETIC: pa.array([True] * n, pa.bool_()),
+            SYNTHETIC_SOURCE: pa.array(sources, pa.string()),
+            STYLE: pa.array(styles, pa.string()),
+        }
     )
 
 
@@ -145,15 +143,14 @@ class RephraseStage(Stage):
     steps = ("generate",)
 
     def step_generate(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        source = self.require_input(ctx)
+        self.require_input(ctx)
         total = StageStats()
         rejected_synthetic: Counter[str] = Counter()
         new_tokens = 0
         for shard in ctx.shards_for(rank, world_size):
             done = self.shard_done(ctx, shard)
             if done is None:
-                table = with_synthetic_columns(source.read_shard(shard))
-                done = self._rephrase_shard(ctx, shard, table)
+                done = self._rephrase_shard(ctx, shard)
                 self.mark_shard(ctx, shard, done)
             total.add(done)
             extra = done.get("extra", {})
@@ -171,13 +168,17 @@ class RephraseStage(Stage):
 
         return open_backend(ctx.models, self.params.model, self.params.backend, seed=self.params.seed)
 
-    def _rephrase_shard(self, ctx: StepContext, shard: int, table: pa.Table) -> dict[str, Any]:
+    def _rephrase_shard(self, ctx: StepContext, shard: int) -> dict[str, Any]:
         from curation.models.generation import SamplingConfig, chat_prompt
 
         p = self.params
         started = time.monotonic()
+        source = self.require_input(ctx)
+        earlier = SYNTHETIC in source.schema(shard).names  # an earlier rephrase stage's rows
+        table = source.read_shard(shard, [ID, TEXT, *([SYNTHETIC] if earlier else [])])
         ids, texts = table.column(ID).to_pylist(), table.column(TEXT).to_pylist()
-        real = [flag is not True for flag in table.column(SYNTHETIC).to_pylist()]
+        flags = table.column(SYNTHETIC).to_pylist() if earlier else [None] * table.num_rows
+        real = [flag is not True for flag in flags]
         plan = plan_rephrasings(ids, texts, p.styles, p.ratio, p.seed, eligible=real)
         backend = self._backend(ctx) if plan else None
         chunks = {
@@ -196,33 +197,35 @@ class RephraseStage(Stage):
         pieces: list[list[str]] = [[] for _ in plan]
         for owner, generation in zip(owners, generations, strict=True):
             pieces[owner].append(generation.text)
-        kept: dict[str, list[str]] = {k: [] for k in ("ids", "texts", "sources", "styles")}
-        dropped: dict[str, list[str]] = {k: [] for k in ("ids", "texts", "sources", "styles", "reasons")}
-        for item, parts in zip(plan, pieces, strict=True):
-            output = "\n\n".join(part for part in parts if part)
-            reason = degenerate_reason(output, texts[item.row], p)
-            target = kept if reason is None else dropped
-            target["ids"].append(item.synthetic_id)
-            target["texts"].append(output)
-            target["sources"].append(ids[item.row])
-            target["styles"].append(item.style)
-            if reason is not None:
-                dropped["reasons"].append(f"rephrase:{reason}")
-        schema = table.schema
-        synthetic = synthetic_table(schema, kept["ids"], kept["texts"], kept["sources"], kept["styles"])
-        rejected = synthetic_table(
-            schema, dropped["ids"], dropped["texts"], dropped["sources"], dropped["styles"]
+        outputs = ["\n\n".join(part for part in parts if part) for parts in pieces]
+        guards = [degenerate_reason(out, texts[item.row], p) for item, out in zip(plan, outputs, strict=True)]
+        # Synthetic rows continue after every row the shard has so far (canonical and synthetic).
+        first = source.universe(shard, []).table.num_rows
+        synthetic = synthetic_table(
+            source.corpus.schema(),
+            first,
+            [r.synthetic_id for r in plan],
+            outputs,
+            [ids[r.row] for r in plan],
+            [r.style for r in plan],
         )
-        out = pa.concat_tables([table, synthetic])
-        ctx.output.write_shard(shard, out)
-        ctx.rejected.write_shard(shard, with_stage_reason(rejected, self.name, dropped["reasons"]))
+        synthetic_reasons = [None if g is None else f"rephrase:{g}" for g in guards]
+        # One decision file for both: every real row kept (marked `synthetic = false`, or what an
+        # earlier rephrase set), each generation kept or rejected by its guard.
+        rows = np.concatenate(
+            [table.column(ROW).to_numpy().astype(np.int64), synthetic.column(ROW).to_numpy()]
+        )
+        marks = pa.array([flag is True for flag in flags] + [True] * synthetic.num_rows, pa.bool_())
+        decisions = decision_table(rows, [None] * table.num_rows + synthetic_reasons, {SYNTHETIC: marks})
+        self.write_decisions(ctx, shard, decisions, synthetic=synthetic)
+        kept = pa.array([r is None for r in synthetic_reasons], pa.bool_())
         stats = StageStats()
         stats.docs_in = stats.docs_out = table.num_rows
-        stats.generated = synthetic.num_rows
+        stats.generated = int(pc.sum(kept).as_py() or 0) if synthetic.num_rows else 0
         stats.bytes_in = text_bytes(table)
-        stats.bytes_out = text_bytes(out)
+        stats.bytes_out = stats.bytes_in + (text_bytes(synthetic.filter(kept)) if synthetic.num_rows else 0)
         stats.extra = {
-            "rejected_synthetic": dict(Counter(dropped["reasons"])),
+            "rejected_synthetic": dict(Counter(r for r in synthetic_reasons if r is not None)),
             "new_tokens": int(sum(g.new_tokens for g in generations)),
             "generate_seconds": round(time.monotonic() - started, 3),
         }

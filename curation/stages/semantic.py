@@ -1,17 +1,24 @@
-"""semantic-dedup (SemDeDup, Abbas et al. 2023): embed -> k-means -> per-cluster dedup -> filter.
+"""semantic-dedup (SemDeDup, Abbas et al. 2023): embed -> k-means -> assign -> per-cluster dedup -> filter.
 
 Steps and the files they pass (all under the stage's scratch folder, written atomically):
 
-- embed (map): `embed/sNNNNN.npy`, one unit-length float32 row per document of input shard N;
-- kmeans (global): trains spherical k-means on a seeded sample, assigns every document and
-  writes `kmeans/pPPPPP/sNNNNN.parquet` (key, cluster, centroid distance, keep priority) for
-  the reduce partition P = cluster % world size;
-- dedup (reduce): rank P loads its clusters' embeddings, finds near-duplicates in blocks and
-  writes `dedup/pPPPPP/sNNNNN.parquet` (removed key, key of the document it duplicates);
-- filter (map): drops the removed documents (`semantic-duplicate`) and annotates the kept ones
-  with their cluster id.
+- embed (map): `embed/sNNNNN.npy`, one unit-length float32 row per document alive in shard N, in
+  the order `ctx.input.read_shard` gives them (so row i is the document with key shard << 32 | i);
+- kmeans (global): trains spherical k-means on a seeded sample of at most `kmeansSample`
+  documents (read from the side files by row, never every embedding) and writes
+  `kmeans/centroids.npy` and `kmeans/plan.json` (documents, clusters, reduce partitions);
+- assign (map): each rank assigns its shards' embeddings to the nearest centroid; it writes
+  `assign/labels/sNNNNN.npy` (cluster of each document of shard N), one file per (partition,
+  rank) of rows (key, id, cluster, distance, priority[, embedding]) for partition
+  cluster % partitions, and `assign/stats/rNNNNN.npz` (per-cluster counts and distance sums);
+- dedup (reduce): for each of its partitions a rank reads the rows of its clusters (embeddings
+  included, so no random reads), finds near-duplicates within each cluster and writes one
+  removal file `dedup/rNNNNN.parquet` (key, dup_of, similarity), sorted by key in small row groups;
+- filter (map): per shard, reads its key range from every removal file, rejects the removed
+  documents (`semantic-duplicate`, with `dup_of` = id of the survivor and `similarity`) and
+  annotates every document with its cluster id.
 
-`ClusteredStage` holds the embed, k-means and filter steps that redundancy-control shares.
+`ClusteredStage` holds the embed, k-means, assign and filter steps that redundancy-control shares.
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-from curation.dataset import TEXT, Location, parquet_schema, read_table, write_table_atomic
-from curation.errors import SpecError, StepError
+from curation.corpus import DUP_OF, PARTITION_ROWS, SIMILARITY, partition_count
+from curation.dataset import ID, TEXT, Location
+from curation.errors import InputDataError, SpecError, StepError
 from curation.models.clustering import (
     assign,
     group_sizes,
@@ -32,10 +42,10 @@ from curation.models.clustering import (
     size_histogram,
     train_kmeans,
 )
-from curation.plan import find_step
-from curation.stages.base import Stage, StepContext, doc_keys, split_keys
+from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys, split_keys
 
-KEY, CLUSTER, DISTANCE, PRIORITY, DUPLICATE_OF = "key", "cluster", "distance", "priority", "duplicate_of"
+KEY, CLUSTER, DISTANCE, PRIORITY, EMBEDDING = "key", "cluster", "distance", "priority", "embedding"
+REMOVALS_ROW_GROUP = 1 << 16  # small row groups: a filter rank reads only its shard's key range
 
 
 # ---- side files --------------------------------------------------------------------------------
@@ -47,15 +57,51 @@ def write_npy(loc: Location, array: np.ndarray) -> None:
     loc.write_bytes_atomic(buffer.getvalue())
 
 
-def read_npy(loc: Location, rows: np.ndarray | None = None) -> np.ndarray:
-    """Read a .npy side file (memory-mapped on local disks, so `rows` reads only those rows)."""
+def _missing(loc: Location) -> StepError:
+    return StepError(f"{loc.path}: missing (did the step before finish?)")
+
+
+def npy_shape(loc: Location) -> tuple[int, ...]:
+    """Shape of a .npy file, from its header only."""
     if not loc.exists():
-        raise StepError(f"{loc.path}: missing (did the embed step finish?)")
+        raise _missing(loc)
+    with loc.fs.open_input_file(loc.path) as f:
+        shape, _ = _npy_header(f)
+    return shape
+
+
+def _npy_header(f: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """(shape, dtype) of the .npy file open at its start; leaves `f` at the first data byte."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    if fortran:
+        raise StepError("embedding side file in Fortran order; rerun the embed step")
+    return tuple(int(s) for s in shape), dtype
+
+
+def read_npy(loc: Location, rows: np.ndarray | None = None) -> np.ndarray:
+    """Read a .npy side file; `rows` (sorted) reads only those rows: memory-mapped on local disks,
+    by byte ranges elsewhere."""
+    if not loc.exists():
+        raise _missing(loc)
     if isinstance(loc.fs, pafs.LocalFileSystem):
         data = np.load(loc.path, mmap_mode="r", allow_pickle=False)
-    else:
-        data = np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)
-    return np.asarray(data if rows is None else data[rows])
+        return np.array(data if rows is None else data[rows])
+    if rows is None:
+        return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)
+    with loc.fs.open_input_file(loc.path) as f:
+        shape, dtype = _npy_header(f)
+        offset = f.tell()
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        out = np.empty((len(rows), *shape[1:]), dtype=dtype)
+        # contiguous runs of rows are read with one request each
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for run in np.split(np.arange(len(rows)), breaks) if len(rows) else []:
+            first, count = int(rows[run[0]]), len(run)
+            raw = f.read_at(count * row_bytes, offset + first * row_bytes)
+            out[run] = np.frombuffer(raw, dtype=dtype).reshape(count, *shape[1:])
+        return out
 
 
 def splitmix64(keys: np.ndarray, seed: int) -> np.ndarray:
@@ -67,23 +113,110 @@ def splitmix64(keys: np.ndarray, seed: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def sample_mask(n: int, fraction: float, seed: int, shard: int) -> np.ndarray:
+def sample_rows(shard: int, n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a shard in the k-means sample and their sample hash (a document is in the sample
+    when its seeded hash falls under `fraction`: the same choice whatever the parallelism)."""
+    u = splitmix64(doc_keys(shard, n), seed)
     if fraction >= 1.0:
-        return np.ones(n, dtype=bool)
-    return np.random.default_rng([seed, shard]).random(n) < fraction
+        return np.arange(n, dtype=np.int64), u
+    limit = np.uint64(min(float(np.iinfo(np.uint64).max), fraction * 2.0**64))
+    rows = np.flatnonzero(u < limit)
+    return rows, u[rows]
+
+
+# ---- removal lists: one file per reduce rank, sorted by key --------------------------------------
+
+
+def write_removals(loc: Location, table: pa.Table) -> int:
+    """Write removal rows (a `key` column and evidence) sorted by key, in small row groups."""
+    table = table.take(pc.sort_indices(table, [(KEY, "ascending")]))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=REMOVALS_ROW_GROUP)
+    loc.write_bytes_atomic(sink.getvalue().to_pybytes())
+    return table.num_rows
+
+
+def read_removals(locs: list[Location], shard: int, schema: pa.Schema) -> pa.Table:
+    """Rows of removal files whose key is in `shard` (row groups pruned by key)."""
+    lo, hi = shard << 32, (shard + 1) << 32
+    expr = (pc.field(KEY) >= pa.scalar(lo, pa.uint64())) & (pc.field(KEY) < pa.scalar(hi, pa.uint64()))
+    tables = []
+    for loc in locs:
+        if not loc.exists():
+            raise _missing(loc)
+        try:
+            tables.append(pq.read_table(loc.path, filesystem=loc.fs, filters=expr).cast(schema))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise InputDataError(
+                f"{loc.path}: not a readable Parquet file ({err}); rerun the stage"
+            ) from None
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+# ---- the shared steps ---------------------------------------------------------------------------
 
 
 class ClusteredStage(Stage):
-    """Shared steps of the embedding-cluster stages: embed (map), kmeans (global), filter (map)."""
+    """Shared steps of the embedding-cluster stages: embed, kmeans, assign (map) and filter."""
 
-    reduce_step: ClassVar[str]  # the reduce step after kmeans, which writes removed keys
+    reduce_step: ClassVar[str]  # the reduce step after assign, which writes the removal files
     reason: ClassVar[str]
     cluster_column: ClassVar[str]
+    partition_budget: ClassVar[str]  # entry of PARTITION_ROWS: rows one reduce partition may hold
+    with_embeddings: ClassVar[bool]  # the reduce needs the embeddings (they travel in the rows)
+    removals_schema: ClassVar[pa.Schema]
 
-    # ---- embed ------------------------------------------------------------------------------
+    # ---- files -------------------------------------------------------------------------------
 
     def embedding_file(self, ctx: StepContext, shard: int) -> Location:
         return ctx.scratch.join("embed", f"s{shard:05d}.npy")
+
+    def labels_file(self, ctx: StepContext, shard: int) -> Location:
+        return ctx.scratch.join("assign", "labels", f"s{shard:05d}.npy")
+
+    def stats_file(self, ctx: StepContext, rank: int) -> Location:
+        return ctx.scratch.join("assign", "stats", f"r{rank:05d}.npz")
+
+    def removal_files(self, ctx: StepContext) -> list[Location]:
+        ranks = ctx.peer(self.reduce_step).world_size
+        return [ctx.scratch.join(self.reduce_step, f"r{r:05d}.parquet") for r in range(ranks)]
+
+    def kmeans_plan(self, ctx: StepContext) -> dict[str, Any]:
+        loc = ctx.scratch.join("kmeans", "plan.json")
+        if not loc.exists():
+            raise _missing(loc)
+        plan: dict[str, Any] = loc.read_json()
+        return plan
+
+    def centroids(self, ctx: StepContext) -> np.ndarray:
+        return read_npy(ctx.scratch.join("kmeans", "centroids.npy"))
+
+    def assign_schema(self, dim: int) -> pa.Schema:
+        fields = [
+            pa.field(KEY, pa.uint64()),
+            pa.field(ID, pa.string()),
+            pa.field(CLUSTER, pa.int32()),
+            pa.field(DISTANCE, pa.float32()),
+            pa.field(PRIORITY, pa.float64()),
+        ]
+        if self.with_embeddings:
+            fields.append(pa.field(EMBEDDING, pa.list_(pa.float32(), dim)))
+        return pa.schema(fields)
+
+    def cluster_stats(self, ctx: StepContext, clusters: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-cluster document counts and distance sums, added up from every assign rank's file."""
+        sizes = np.zeros(clusters, dtype=np.int64)
+        sums = np.zeros(clusters, dtype=np.float64)
+        for r in range(ctx.peer("assign").world_size):
+            loc = self.stats_file(ctx, r)
+            if not loc.exists():
+                raise _missing(loc)
+            with np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False) as data:
+                sizes += data["sizes"]
+                sums += data["distance_sums"]
+        return sizes, sums
+
+    # ---- embed (map) -------------------------------------------------------------------------
 
     def step_embed(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
@@ -94,8 +227,9 @@ class ClusteredStage(Stage):
                 encoder.append(self._encoder(ctx))
             texts = source.read_shard(shard, columns=[TEXT]).column(TEXT).to_pylist()
             write_npy(self.embedding_file(ctx, shard), encoder[0].encode(texts))
-            return {"docs_in": len(texts), "docs_out": len(texts)}
+            return {"embedded": len(texts)}
 
+        # Only the filter step reports document counts.
         return self.map_shards(ctx, rank, world_size, embed_shard).to_dict()
 
     def _encoder(self, ctx: StepContext) -> Any:
@@ -106,162 +240,235 @@ class ClusteredStage(Stage):
         loaded = load_model(ctx.models, cfg.model, "encoder")
         return Encoder(loaded, cfg.max_tokens, cfg.batch_tokens, stage_type=self.type_name, step="embed")
 
-    # ---- kmeans ------------------------------------------------------------------------------
-
-    def reduce_world_size(self) -> int:
-        return find_step(self.spec, f"{self.name}.{self.reduce_step}").world_size
-
-    def priorities(self, ctx: StepContext, shard: int, keys: np.ndarray, distance: np.ndarray) -> np.ndarray:
-        """Keep priority of each document (higher survives); default: least prototypical first."""
-        return distance.astype(np.float64)
-
-    def after_assignment(
-        self, ctx: StepContext, sizes: np.ndarray, distance_sums: np.ndarray, centroids: np.ndarray
-    ) -> dict[str, Any]:
-        """Hook for work that needs global cluster statistics; returns extra statistics."""
-        return {}
+    # ---- kmeans (global: a bounded sample only) ------------------------------------------------
 
     def step_kmeans(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         from curation.models.loading import select_device
 
         p = self.params
-        device = select_device()
-        shards = range(ctx.num_shards)
-        counts = [read_npy(self.embedding_file(ctx, s)).shape[0] for s in shards]
-        total_docs = sum(counts)
-        fraction = min(1.0, p.kmeans_sample / max(1, total_docs))
-        sample = [
-            read_npy(self.embedding_file(ctx, s))[sample_mask(counts[s], fraction, p.seed, s)] for s in shards
-        ]
-        train = np.concatenate(sample) if sample else np.zeros((0, 1), np.float32)
+        shapes = [npy_shape(self.embedding_file(ctx, s)) for s in range(ctx.num_shards)]
+        total = sum(s[0] for s in shapes)
+        dim = next((s[1] for s in shapes if len(s) == 2 and s[1]), 1)
+        fraction = min(1.0, p.kmeans_sample / max(1, total))
+        # The sample: documents whose seeded hash is below `fraction`, trimmed to the smallest
+        # `kmeansSample` hashes (memory: the sample, never every embedding).
+        hashes: list[np.ndarray] = []
+        vectors: list[np.ndarray] = []
+        for shard, shape in enumerate(shapes):
+            if not shape[0]:
+                continue
+            rows, u = sample_rows(shard, shape[0], fraction, p.seed)
+            if len(rows):
+                hashes.append(u)
+                vectors.append(read_npy(self.embedding_file(ctx, shard), rows))
+        train = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+        if len(train) > p.kmeans_sample:
+            train = train[np.argsort(np.concatenate(hashes), kind="stable")[: p.kmeans_sample]]
         if len(train) == 0:
-            centroids = np.zeros((1, 1), np.float32)
+            centroids = np.zeros((1, dim), np.float32)
         else:
-            centroids = train_kmeans(train, p.clusters, p.kmeans_iterations, p.seed, device)
-        write_npy(ctx.scratch.join("kmeans", "centroids.npy"), centroids)
+            centroids = train_kmeans(train, p.clusters, p.kmeans_iterations, p.seed, select_device())
         k = len(centroids)
+        reduce_ranks = ctx.peer(self.reduce_step).world_size
+        partitions = max(
+            reduce_ranks, min(k, partition_count(total, PARTITION_ROWS[self.partition_budget], reduce_ranks))
+        )
+        write_npy(ctx.scratch.join("kmeans", "centroids.npy"), centroids)
+        ctx.scratch.join("kmeans", "plan.json").write_json_atomic(
+            {"docs": total, "clusters": k, "dim": int(centroids.shape[1]), "partitions": partitions}
+        )
+        stats = StageStats()
+        stats.extra = {"clusters": k, "kmeans_sample_docs": len(train)}
+        return stats.to_dict()
+
+    # ---- assign (map) --------------------------------------------------------------------------
+
+    def assign_columns(self, ctx: StepContext, shard: int) -> list[str]:
+        """Columns of the input the assign step needs besides the id (for the keep priority)."""
+        return []
+
+    def priorities(self, table: pa.Table, keys: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """Keep priority of each document (higher survives); default: least prototypical first."""
+        return distance.astype(np.float64)
+
+    def step_assign(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        from curation.models.loading import select_device
+
+        device = select_device()
+        source = self.require_input(ctx)
+        plan = self.kmeans_plan(ctx)
+        centroids = self.centroids(ctx)
+        k, dim, partitions = int(plan["clusters"]), int(plan["dim"]), int(plan["partitions"])
+        schema = self.assign_schema(dim)
+        # One file per (partition, rank), committed at the end: the rank is the unit of resume.
+        writer = PartitionWriter(ctx, "assign", rank, partitions, schema)
         sizes = np.zeros(k, dtype=np.int64)
         distance_sums = np.zeros(k, dtype=np.float64)
-        partitions = self.reduce_world_size()
-        for shard in shards:
+        assigned = 0
+        for shard in ctx.shards_for(rank, world_size):
             emb = read_npy(self.embedding_file(ctx, shard))
-            labels, distance = (
-                assign(emb, centroids, device)
-                if len(emb)
-                else (np.zeros(0, np.int32), np.zeros(0, np.float32))
-            )
+            table = source.read_shard(shard, [ID, *self.assign_columns(ctx, shard)])
+            if table.num_rows != len(emb):
+                raise StepError(
+                    f"{ctx.step.id}: shard {shard} has {table.num_rows} documents but {len(emb)} "
+                    "embeddings; rerun the embed step"
+                )
+            if len(emb) and emb.shape[1] != dim:
+                raise StepError(
+                    f"{ctx.step.id}: shard {shard} embeddings have dimension {emb.shape[1]}, "
+                    f"the centroids {dim}; rerun the embed step"
+                )
+            labels, distance = assign(emb, centroids, device)
+            write_npy(self.labels_file(ctx, shard), labels)
             keys = doc_keys(shard, len(emb))
-            priority = self.priorities(ctx, shard, keys, distance)
             sizes += np.bincount(labels, minlength=k)
             distance_sums += np.bincount(labels, weights=distance, minlength=k)
-            table = pa.table({KEY: keys, CLUSTER: labels, DISTANCE: distance, PRIORITY: priority})
-            part = labels % partitions
-            for partition in range(partitions):
-                write_table_atomic(
-                    ctx.partition_file("kmeans", partition, shard), table.filter(pa.array(part == partition))
-                )
-        extra = {
-            "clusters": k,
-            "kmeans_cluster_sizes": size_histogram(sizes),
-            **self.after_assignment(ctx, sizes, distance_sums, centroids),
-        }
-        return {"docs_in": total_docs, "docs_out": total_docs, "extra": extra}
+            columns: dict[str, Any] = {
+                KEY: pa.array(keys, pa.uint64()),
+                ID: table.column(ID).combine_chunks() if table.num_rows else pa.array([], pa.string()),
+                CLUSTER: pa.array(labels, pa.int32()),
+                DISTANCE: pa.array(distance, pa.float32()),
+                PRIORITY: pa.array(self.priorities(table, keys, distance), pa.float64()),
+            }
+            if self.with_embeddings:
+                flat = pa.array(np.ascontiguousarray(emb, dtype=np.float32).ravel(), pa.float32())
+                columns[EMBEDDING] = pa.FixedSizeListArray.from_arrays(flat, dim)
+            writer.write(pa.table(columns, schema=schema), (labels % partitions).astype(np.int64))
+            assigned += len(emb)
+        writer.close()
+        buffer = io.BytesIO()
+        np.savez(buffer, sizes=sizes, distance_sums=distance_sums)
+        self.stats_file(ctx, rank).write_bytes_atomic(buffer.getvalue())
+        stats = StageStats()
+        stats.extra = {"assigned_docs": assigned}
+        return stats.to_dict()
 
-    def read_partition(self, ctx: StepContext, partition: int) -> pa.Table:
-        tables = [read_table(ctx.partition_file("kmeans", partition, s)) for s in range(ctx.num_shards)]
-        return pa.concat_tables(tables) if tables else pa.table({KEY: pa.array([], pa.uint64())})
+    def my_partitions(self, ctx: StepContext, rank: int, world_size: int) -> tuple[int, list[int]]:
+        plan = self.kmeans_plan(ctx)
+        return int(plan["dim"]), list(range(rank, int(plan["partitions"]), world_size))
 
-    def write_removed(
-        self, ctx: StepContext, partition: int, removed: np.ndarray, duplicate_of: np.ndarray | None = None
-    ) -> None:
-        """Removed keys of one reduce partition, one file per shard (all shards, maybe empty)."""
-        shard_of, _ = split_keys(removed)
-        for shard in range(ctx.num_shards):
-            mine = shard_of == shard
-            cols = {KEY: pa.array(removed[mine], pa.uint64())}
-            if duplicate_of is not None:
-                cols[DUPLICATE_OF] = pa.array(duplicate_of[mine], pa.uint64())
-            write_table_atomic(ctx.partition_file(self.reduce_step, partition, shard), pa.table(cols))
+    # ---- filter (map) --------------------------------------------------------------------------
 
-    # ---- filter ------------------------------------------------------------------------------
+    def annotate(self, table: pa.Table, labels: np.ndarray, at: np.ndarray, removed: pa.Table) -> pa.Table:
+        """The decision table's columns besides `_row`: the cluster of every document and the
+        evidence of the removed ones (rows `at`, described by the removal rows `removed`)."""
+        return table.append_column(self.cluster_column, pa.array(labels, pa.int32()))
 
     def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        partitions = self.reduce_world_size()
+        source = self.require_input(ctx)
+        files = self.removal_files(ctx)
 
-        def decide(table: pa.Table, shard: int) -> tuple[list[str | None], pa.Table]:
+        def split(shard: int) -> dict[str, Any]:
+            table = source.read_shard(shard, [])
             n = table.num_rows
-            cluster = np.full(n, -1, dtype=np.int32)
-            removed = np.zeros(n, dtype=bool)
-            for partition in range(partitions):
-                assigned = read_table(ctx.partition_file("kmeans", partition, shard), columns=[KEY, CLUSTER])
-                _, at = split_keys(assigned.column(KEY).to_numpy())
-                cluster[at] = assigned.column(CLUSTER).to_numpy()
-                dropped = read_table(ctx.partition_file(self.reduce_step, partition, shard), columns=[KEY])
-                removed[split_keys(dropped.column(KEY).to_numpy())[1]] = True
-            if n and (cluster < 0).any():
-                raise StepError(f"{ctx.step.id}: shard {shard} has documents without a cluster; rerun kmeans")
-            reasons: list[str | None] = [self.reason if r else None for r in removed]
-            kept = table.filter(pa.array(~removed))
-            if self.cluster_column in kept.column_names:
-                kept = kept.drop_columns([self.cluster_column])
-            kept = kept.append_column(self.cluster_column, pa.array(cluster[~removed], pa.int32()))
-            return reasons, kept
+            labels = read_npy(self.labels_file(ctx, shard))
+            removed = read_removals(files, shard, self.removals_schema)
+            _, at = split_keys(removed.column(KEY).to_numpy())
+            if len(labels) != n or (len(at) and (at.max() >= n or len(np.unique(at)) != len(at))):
+                raise StepError(
+                    f"{ctx.step.id}: cluster files do not match shard {shard} ({n} documents); rerun the stage"
+                )
+            reasons = np.full(n, None, dtype=object)
+            reasons[at] = self.reason
+            annotated = self.annotate(table, labels, at, removed)
+            return self.write_split(ctx, shard, annotated, reasons.tolist())
 
-        return self.filter_shards(ctx, rank, world_size, decide)
+        return self.map_shards(ctx, rank, world_size, split).to_dict()
+
+
+def scatter(values: pa.Array, at: np.ndarray, size: int) -> pa.Array:
+    """A `size`-long array with `values[i]` at row `at[i]` and null elsewhere."""
+    pos = np.full(size, -1, dtype=np.int64)
+    pos[at] = np.arange(len(at), dtype=np.int64)
+    return pc.take(values, pa.array(pos, mask=pos < 0))
+
+
+# ---- semantic-dedup -------------------------------------------------------------------------------
 
 
 class SemanticDedupStage(ClusteredStage):
     type_name = "semantic-dedup"
-    steps = ("embed", "kmeans", "dedup", "filter")
+    steps = ("embed", "kmeans", "assign", "dedup", "filter")
     reduce_step = "dedup"
     reason = "semantic-duplicate"
     cluster_column = "semantic_cluster"
+    partition_budget = "embeddings"
+    with_embeddings = True
+    removals_schema = pa.schema([(KEY, pa.uint64()), (DUP_OF, pa.string()), (SIMILARITY, pa.float64())])
 
-    def priorities(self, ctx: StepContext, shard: int, keys: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    def assign_columns(self, ctx: StepContext, shard: int) -> list[str]:
         if self.params.keep == "farthest-from-centroid":
-            return distance.astype(np.float64)
+            return []
         column = self.params.quality_column
-        source = self.require_input(ctx)
-        if column not in parquet_schema(source.shard(shard)).names:
+        if column not in self.require_input(ctx).schema(shard).names:
             raise SpecError(
                 f"stage {self.name}: keep highest-quality needs column '{column}' in its input; add a "
                 "quality-score stage before it or set qualityColumn"
             )
-        values = source.read_shard(shard, columns=[column]).column(column)
-        values = values.to_numpy(zero_copy_only=False).astype(np.float64)
+        return [column]
+
+    def priorities(self, table: pa.Table, keys: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        if self.params.keep == "farthest-from-centroid":
+            return distance.astype(np.float64)
+        values = pc.cast(table.column(self.params.quality_column), pa.float64())
+        values = np.asarray(
+            pc.fill_null(values, float("nan")).to_numpy(zero_copy_only=False), dtype=np.float64
+        )
         return np.where(np.isnan(values), -np.inf, values)
 
     def step_dedup(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         from curation.models.loading import select_device
 
         device = select_device()
-        table = self.read_partition(ctx, rank)
-        keys = table.column(KEY).to_numpy().astype(np.uint64)
-        clusters = table.column(CLUSTER).to_numpy()
-        priority = table.column(PRIORITY).to_numpy()
-        emb = self._embeddings(ctx, keys)
-        removed: list[np.ndarray] = []
-        duplicate_of: list[np.ndarray] = []
+        dim, partitions = self.my_partitions(ctx, rank, world_size)
+        schema = self.assign_schema(dim)
+        removed: list[pa.Table] = []
         groups: dict[str, int] = {}
-        order = np.argsort(clusters, kind="stable")
-        bounds = np.flatnonzero(np.diff(clusters[order])) + 1
-        for members in np.split(order, bounds) if len(order) else []:
-            dup, nearest = semantic_duplicates(emb[members], priority[members], self.params.epsilon, device)
-            removed.append(keys[members[dup]])
-            duplicate_of.append(keys[members[nearest[dup]]])
-            for size in group_sizes(nearest):
-                groups[str(size)] = groups.get(str(size), 0) + 1
-        gone = np.concatenate(removed) if removed else np.zeros(0, np.uint64)
-        self.write_removed(ctx, rank, gone, np.concatenate(duplicate_of) if duplicate_of else gone)
-        extra = {"cluster_sizes": dict(sorted(groups.items(), key=lambda kv: int(kv[0])))}
-        return {"docs_in": len(keys), "docs_out": len(keys) - len(gone), "extra": extra}
+        sizes: list[np.ndarray] = []
+        for partition in partitions:  # one partition in memory at a time
+            table = ctx.read_partition("assign", partition, schema, writer="assign")
+            if table.num_rows == 0:
+                continue
+            clusters = table.column(CLUSTER).to_numpy()
+            priority = table.column(PRIORITY).to_numpy()
+            emb = table.column(EMBEDDING).combine_chunks().flatten().to_numpy().reshape(-1, dim)
+            order = np.argsort(clusters, kind="stable")
+            bounds = np.flatnonzero(np.diff(clusters[order])) + 1
+            gone: list[np.ndarray] = []
+            keeper: list[np.ndarray] = []
+            cosine: list[np.ndarray] = []
+            for members in np.split(order, bounds):
+                sizes.append(np.array([len(members)]))
+                dup, nearest, similarity = semantic_duplicates(
+                    emb[members], priority[members], self.params.epsilon, device
+                )
+                gone.append(members[dup])
+                keeper.append(members[nearest[dup]])
+                cosine.append(similarity[dup])
+                for size in group_sizes(nearest):
+                    groups[str(size)] = groups.get(str(size), 0) + 1
+            rows = pa.array(np.concatenate(gone), pa.int64())
+            removed.append(
+                pa.table(
+                    {
+                        KEY: table.column(KEY).take(rows),
+                        DUP_OF: table.column(ID).take(pa.array(np.concatenate(keeper), pa.int64())),
+                        SIMILARITY: pa.array(np.concatenate(cosine).astype(np.float64), pa.float64()),
+                    },
+                    schema=self.removals_schema,
+                )
+            )
+        out = pa.concat_tables(removed) if removed else self.removals_schema.empty_table()
+        write_removals(ctx.scratch.join(self.reduce_step, f"r{rank:05d}.parquet"), out)
+        stats = StageStats()
+        stats.extra = {
+            "cluster_sizes": dict(sorted(groups.items(), key=lambda kv: int(kv[0]))),
+            "kmeans_cluster_sizes": size_histogram(np.concatenate(sizes)) if sizes else {},
+        }
+        return stats.to_dict()
 
-    def _embeddings(self, ctx: StepContext, keys: np.ndarray) -> np.ndarray:
-        """Rows of the embed side files for `keys`, in the same order."""
-        shards, rows = split_keys(keys)
-        dim = read_npy(ctx.scratch.join("kmeans", "centroids.npy")).shape[1]
-        out = np.zeros((len(keys), dim), dtype=np.float32)
-        for shard in np.unique(shards):
-            mine = np.flatnonzero(shards == shard)
-            out[mine] = read_npy(self.embedding_file(ctx, int(shard)), rows[mine])
-        return out
+    def annotate(self, table: pa.Table, labels: np.ndarray, at: np.ndarray, removed: pa.Table) -> pa.Table:
+        n = table.num_rows
+        table = super().annotate(table, labels, at, removed)
+        table = table.append_column(DUP_OF, scatter(removed.column(DUP_OF).combine_chunks(), at, n))
+        return table.append_column(SIMILARITY, scatter(removed.column(SIMILARITY).combine_chunks(), at, n))

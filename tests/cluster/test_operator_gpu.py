@@ -8,7 +8,7 @@ import json
 import shutil
 
 import pytest
-from k8s_helpers import wait_for
+from k8s_helpers import wait_for, watch_until
 
 from curation.models.sample_models import ENCODER, populate
 from tests.operator.cluster_support import (  # noqa: F401 - fixtures
@@ -40,7 +40,7 @@ def small_input(data_volume):
     populate(data_volume / "models")
 
 
-def semantic_dedup_job(gpus: int) -> dict:
+def semantic_dedup_job(gpus: int, **spec) -> dict:
     stages = [
         {
             "type": "semantic-dedup",
@@ -55,6 +55,7 @@ def semantic_dedup_job(gpus: int) -> dict:
         models={"path": "models", "pvc": DATA_CLAIM},
         parallelism=1,
         retries=0,
+        **spec,
     )
 
 
@@ -84,14 +85,49 @@ def test_gpu_stage_without_a_node_that_has_the_gpus_is_reported_unschedulable(
 
 
 def test_gpu_stage_runs_on_a_gpu_node(namespace, kubectl, k8s_api, operator, data_volume):
+    from kubernetes import client
+
     small_input(data_volume)
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(semantic_dedup_job(gpus=1)))
+    # the step's pods go with its Job once its counts are recorded: look at them while it runs
+    embed = watch_until(
+        client.CoreV1Api(k8s_api).list_namespaced_pod,
+        lambda p: (
+            p.metadata.annotations.get("thresher.dev/step-id") == "semantic-dedup.embed"
+            and bool(p.spec.node_name)
+        ),
+        timeout=240,
+        namespace=namespace,
+    )
+    assert (embed.spec.containers[0].resources.limits or {}).get("nvidia.com/gpu") == "1"
     wait_succeeded(kubectl, namespace)
-    gpu_pods = [
-        p for p in pods_of(k8s_api, namespace)
-        if (p.spec.containers[0].resources.limits or {}).get("nvidia.com/gpu") == "1"
-    ]  # fmt: skip
-    assert {p.metadata.annotations["thresher.dev/step-id"] for p in gpu_pods} >= {"semantic-dedup.embed"}
-    assert all(p.spec.node_name for p in gpu_pods)
     cj = wait_for_cj(k8s_api, namespace, "quickstart", lambda o: True, 10)
     assert cj["status"]["docsIn"] > 0 and cj["status"]["stages"][0]["phase"] == "Succeeded"
+
+
+def test_an_unschedulable_step_fails_the_job_after_the_unschedulable_timeout(
+    namespace, kubectl, k8s_api, operator, data_volume
+):
+    small_input(data_volume)
+    doc = semantic_dedup_job(gpus=16, unschedulableTimeoutSeconds=5)
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+    cj = wait_for_cj(
+        k8s_api, namespace, "quickstart", lambda o: (o.get("status") or {}).get("phase") == "Failed", 180
+    )
+    failed = cj_condition(cj, "Failed")
+    assert failed["reason"] == "Unschedulable"
+    assert "could not be scheduled for" in failed["message"] and "nvidia.com/gpu" in failed["message"]
+    assert "spec.unschedulableTimeoutSeconds is 5" in failed["message"]
+    assert cj_condition(cj, "Ready")["reason"] == "JobFailed"
+    step = next(s for s in cj["status"]["steps"] if s["id"] == "semantic-dedup.embed")
+    assert (step["phase"], step["reason"]) == ("Failed", "Unschedulable")
+    wait_for(
+        lambda: any(
+            e["reason"] == "Unschedulable" and "could not be scheduled for" in e["message"]
+            for e in warnings_of(k8s_api, namespace)
+        ),
+        timeout=30,
+        message="a Warning event",
+    )
+    # no pod of the failed job waits on for a GPU
+    wait_for(lambda: not pods_of(k8s_api, namespace), timeout=60, message="the waiting pods to go")

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.operator.cluster_support import (  # noqa: F401 - fixtures
+    assert_one_job_per_step,
     data_volume,
     dataset_content,
     get_cj,
@@ -20,7 +21,6 @@ from tests.operator.cluster_support import (  # noqa: F401 - fixtures
     operator_install,
     pods_of,
     quickstart_document,
-    step_jobs,
     wait_succeeded,
 )
 
@@ -70,10 +70,13 @@ def test_quickstart_curation_job_succeeds_with_the_local_runners_output(
     assert re.split(r"\s{2,}", header.strip()) == ["NAME", "PHASE", "STAGE", "PROGRESS", "KEPT %", "AGE"]
     assert "Succeeded" in row and status["progress"] in row and str(status["keptPercent"]) in row
 
-    # one Job per step, each finished; TTL handed to the Job controller
-    jobs = step_jobs(k8s_api, namespace)
-    assert len(jobs) == status["stepsTotal"]
-    assert all(j.status.succeeded == j.spec.completions for j in jobs)
+    # one Job per step, each deleted once its counts were in the status
+    assert_one_job_per_step(k8s_api, namespace, status)
+    assert all(s["ranksDone"] == s["ranks"] and s["retries"] == 0 for s in status["steps"])
+    # every step has a real duration: the worker's own, else its pods' start to finish (whole
+    # seconds: a pod's times have no fraction, so a step quicker than its pods' start can be 0)
+    seconds = [(s["id"], s["seconds"]) for s in status["steps"]]
+    assert sum(1 for _, t in seconds if t > 0) >= len(seconds) // 2, seconds
 
     memory = operator.memory_kib()
     for key, value in {

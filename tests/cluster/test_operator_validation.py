@@ -9,6 +9,7 @@ import json
 
 import pytest
 from k8s_helpers import wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.operator.cluster_support import (  # noqa: F401 - fixtures
     cj_condition,
@@ -52,6 +53,19 @@ def test_schema_invalid_curation_job_is_refused_by_the_api_server_with_a_readabl
     assert 'Unsupported value: "dedup"' in str(refused.value)
 
 
+def test_gpus_where_no_step_uses_them_are_refused_by_the_api_server(namespace, kubectl, operator_install):
+    cpu_only = quickstart_document(stages=[{"type": "exact-dedup", "resources": {"gpus": 8}}])
+    with pytest.raises(AssertionError) as refused:
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(cpu_only))
+    assert "resources.gpus: stage type exact-dedup runs on CPU only; remove `gpus`" in str(refused.value)
+    engine = quickstart_document(engineResources={"gpus": 1})
+    with pytest.raises(AssertionError) as refused:
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(engine))
+    assert "engineResources.gpus: ingest and finalize run on CPU only" in str(refused.value)
+    gpu_stage = quickstart_document(stages=[{"type": "semantic-dedup", "resources": {"gpus": 1}}])
+    kubectl("apply", "-n", namespace, "--dry-run=server", "-f", "-", input=json.dumps(gpu_stage))
+
+
 def test_spec_the_schema_cannot_judge_fails_with_invalid_spec_and_can_be_fixed(
     namespace, kubectl, k8s_api, operator
 ):
@@ -78,11 +92,12 @@ def test_spec_the_schema_cannot_judge_fails_with_invalid_spec_and_can_be_fixed(
     )
 
 
-def test_unknown_model_path_fails_the_job_with_the_workers_message(
+def test_unknown_model_path_fails_the_job_with_the_workers_message_and_is_no_retry(
     namespace, kubectl, k8s_api, operator, data_volume
 ):
     stages = [{"type": "semantic-dedup", "params": {"embedding": {"model": "no-such-encoder"}}}]
-    doc = quickstart_document(stages=stages, models={"path": "models", "pvc": "thresher-data"}, retries=0)
+    # retries are allowed, but exit code 2 (a permanent error) fails the step at once
+    doc = quickstart_document(stages=stages, models={"path": "models", "pvc": "thresher-data"}, retries=3)
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
     cj = wait_for_cj(
         k8s_api, namespace, "quickstart", lambda o: (o.get("status") or {}).get("phase") == "Failed", 180
@@ -99,3 +114,12 @@ def test_unknown_model_path_fails_the_job_with_the_workers_message(
         timeout=30,
         message="a Warning event",
     )
+    step = next(s for s in cj["status"]["steps"] if s["id"] == cj["status"]["currentStep"])
+    assert step["phase"] == "Failed" and step["retries"] == 0, step
+    retried = [
+        m.value
+        for family in text_string_to_metric_families(operator.metrics())
+        for m in family.samples
+        if m.name == "thresher_step_retries_total"
+    ]
+    assert sum(retried) == 0, "a permanent failure is no retry"

@@ -5,13 +5,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 
 from curation.models.classifier import LinearClassifier, load_classifier, roc_auc
 from curation.models.perplexity import PerplexityScorer
 from curation.models.sample_models import GENERATOR
 from curation.models.training import train_classifier
-from curation.stages.quality import selection_cutoff
+from curation.stages.quality import (
+    cutoff_from_histogram,
+    fine_histogram,
+    goodness,
+    merge_histograms,
+    selection_cutoff,
+)
 from tests.helpers import make_spec, output_rows, run_all, write_docs
 from tests.model.corpus import DENSE_TOPIC, PARAPHRASE_PAIRS, PROSE, SPARSE_TOPICS, UNRELATED, keyboard_mash
 
@@ -55,6 +62,20 @@ def test_selection_cutoff_is_a_global_percentile() -> None:
     assert selection_cutoff("quality_score", values, None, 0.4) == 0.8
     assert selection_cutoff("perplexity", np.array([10.0, 50.0, 20.0, np.inf]), None, 0.5) == -20.0
     assert selection_cutoff("perplexity", values, 30.0, None) == -30.0
+
+
+def test_the_cutoff_from_merged_rank_histograms_is_the_global_percentile() -> None:
+    rng = np.random.default_rng(4)
+    values = rng.lognormal(3.0, 1.5, size=5000)  # perplexities, spread over decades
+    good = goodness("perplexity", values)
+    hist = merge_histograms([fine_histogram(part) for part in np.array_split(good, 7)])  # seven ranks
+    assert hist.num_rows <= len(values) and int(pc.sum(hist.column("count")).as_py()) == len(values)
+    cutoff, kept = cutoff_from_histogram(hist, 1234)
+    assert kept == int((good >= cutoff).sum())
+    assert abs(kept - 1234) <= 2 and cutoff == pytest.approx(np.sort(good)[::-1][1233], rel=1e-3)
+    # equal scores stay together, as with an exact percentile
+    ties = goodness("quality_score", np.array([0.5] * 4 + [0.9, 0.1]))
+    assert cutoff_from_histogram(fine_histogram(ties), 3) == (0.5, 5)
 
 
 def test_linear_classifier_learns_quality_and_round_trips(tmp_path: Path) -> None:

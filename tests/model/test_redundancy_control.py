@@ -31,6 +31,17 @@ def test_density_quotas_keep_everything_at_fraction_one() -> None:
     assert density_quotas(sizes, np.array([0.1, 0.5, 0.9]), 1.0, 0.5).tolist() == [3, 0, 7]
 
 
+def test_density_quotas_never_empty_a_cluster() -> None:
+    sizes = np.array([50, 3, 1, 0, 200])
+    quotas = density_quotas(
+        sizes, np.array([0.001, 0.002, 0.001, 0.5, 0.9]), keep_fraction=0.05, temperature=0.01
+    )
+    assert (quotas[sizes > 0] >= 1).all() and quotas[3] == 0 and (quotas <= sizes).all()
+    assert quotas.sum() == round(0.05 * sizes.sum())
+    # a budget below one document per cluster still keeps every cluster's survivor
+    assert density_quotas(np.array([10, 10, 10]), np.zeros(3), 0.05, 0.1).tolist() == [1, 1, 1]
+
+
 def test_cluster_complexity_grows_with_spread_and_isolation() -> None:
     centroids = np.eye(3, dtype=np.float32)
     complexity = cluster_complexity(np.array([0.1, 0.3, 0.3]), centroids, neighbours=2)
@@ -65,3 +76,18 @@ def test_redundancy_control_prunes_the_dense_cluster_more(tmp_path: Path, models
     stage_stats = summary["stages"][1]
     assert stage_stats["removed"] == {"redundancy-pruned": len(texts) - len(kept)}
     assert sum(stage_stats["extra"]["kmeans_cluster_sizes"].values()) == 2
+    rejected = output_rows(tmp_path / "out", "rejected")
+    kept_rows = output_rows(tmp_path / "out")
+    assert {r["reason"] for r in rejected} == {"redundancy-pruned"}
+    # the evidence: each pruned document's cluster, and its rank in that cluster's keep order,
+    # past the documents its cluster kept; every cluster keeps its survivors
+    kept_per_cluster: dict[int, int] = {}
+    for r in kept_rows:
+        kept_per_cluster[r["redundancy_cluster"]] = kept_per_cluster.get(r["redundancy_cluster"], 0) + 1
+    for r in rejected:
+        assert r["redundancy_rank"] >= kept_per_cluster[r["redundancy_cluster"]] >= 1
+    by_cluster: dict[int, list[int]] = {}
+    for r in rejected:
+        by_cluster.setdefault(r["redundancy_cluster"], []).append(r["redundancy_rank"])
+    for cluster, ranks in by_cluster.items():
+        assert sorted(ranks) == list(range(kept_per_cluster[cluster], kept_per_cluster[cluster] + len(ranks)))

@@ -257,7 +257,14 @@ def local_quickstart(tmp_root: Path) -> tuple[Path, float]:
         out = tmp_root / "local-quickstart"
         started = time.monotonic()
         subprocess.run(
-            [str(Path(sys.executable).parent / "thresher"), "run", str(QUICKSTART), "--output", str(out), "--quiet"],
+            [
+                str(Path(sys.executable).parent / "thresher"),
+                "run",
+                str(QUICKSTART),
+                "--output",
+                str(out),
+                "--quiet",
+            ],
             cwd=ROOT,
             check=True,
             capture_output=True,
@@ -353,3 +360,32 @@ def pods_of(k8s_api: Any, namespace: str) -> list[Any]:
         .list_namespaced_pod(namespace, label_selector="app.kubernetes.io/managed-by=thresher-operator")
         .items
     )
+
+
+def job_uids_by_name(k8s_api: Any, namespace: str) -> dict[str, set[str]]:
+    """Every Job that ever existed in the namespace (name -> uids), from the Job controller's events.
+
+    Step Jobs are deleted once their counts are in the status, so the Jobs listed at the end say
+    nothing about twins; the events still name every Job the controller saw."""
+    from kubernetes import client
+
+    items = (
+        client.CoreV1Api(k8s_api)
+        .list_namespaced_event(namespace, field_selector="involvedObject.kind=Job")
+        .items
+    )
+    out: dict[str, set[str]] = {}
+    for event in items:
+        out.setdefault(event.involved_object.name, set()).add(event.involved_object.uid)
+    return out
+
+
+def assert_one_job_per_step(k8s_api: Any, namespace: str, status: dict[str, Any]) -> None:
+    """Each step ran as exactly one Job (no twin after a restart), and none is left behind."""
+    from k8s_helpers import wait_for  # tests/cluster is on sys.path (its conftest)
+
+    wait_for(lambda: not step_jobs(k8s_api, namespace), timeout=60, message="the step Jobs to be deleted")
+    uids = job_uids_by_name(k8s_api, namespace)
+    assert sorted(uids) == sorted(s["job"] for s in status["steps"]), "one Job per step"
+    twins = {name: ids for name, ids in uids.items() if len(ids) != 1}
+    assert not twins, f"Jobs created more than once: {twins}"

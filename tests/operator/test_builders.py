@@ -9,6 +9,8 @@ from curation.errors import SpecError
 from curation.plan import plan_steps
 from curation.spec import parse_spec
 from curation_operator.builders import (
+    ENGINE_CPU,
+    ENGINE_MEMORY,
     GPU_RESOURCE,
     KUEUE_QUEUE_LABEL,
     LABEL_JOB,
@@ -17,6 +19,7 @@ from curation_operator.builders import (
     CurationJobRef,
     build_spec_configmap,
     build_step_job,
+    check_cluster_spec,
     child_name,
     job_name,
     pod_spec_document,
@@ -102,7 +105,7 @@ def test_step_job_is_an_indexed_job_with_one_completion_per_rank():
     step, position = step_named(spec, "exact-dedup.hash")
     job = build_step_job(REF, spec, step, position, SETTINGS)
     js = job["spec"]
-    assert job["metadata"]["name"] == "quickstart-01-exact-dedup-hash"
+    assert job["metadata"]["name"] == f"quickstart-{position:02d}-exact-dedup-hash"
     assert job["metadata"]["labels"][LABEL_JOB] == "quickstart"
     assert job["metadata"]["labels"][LABEL_STEP] == "exact-dedup.hash"
     assert job["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
@@ -225,3 +228,66 @@ def test_worker_args_leave_out_paths_that_are_not_on_a_pvc():
     assert worker_args(spec, step) == [
         "worker", "--spec", "/etc/thresher/spec.yaml", "--step", "ingest.read", "--world-size", "3",
     ]  # fmt: skip
+
+
+def container_of(job):
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_concurrency_caps_the_pods_running_at_once_but_every_rank_still_runs():
+    spec = make_spec(parallelism=8, concurrency=3)
+    step, position = step_named(spec, "exact-dedup.hash")
+    job = build_step_job(REF, spec, step, position, SETTINGS)
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (8, 3)
+    args = container_of(job)["args"]
+    assert args[args.index("--world-size") + 1] == "8"  # ranks split the data 8 ways, 3 at a time
+
+
+def test_concurrency_above_a_steps_ranks_runs_just_its_ranks():
+    spec = make_spec(parallelism=2, concurrency=16)
+    for position, step in enumerate(plan_steps(spec)):
+        js = build_step_job(REF, spec, step, position, SETTINGS)["spec"]
+        assert js["parallelism"] == step.world_size, step.id
+
+
+def test_every_engine_step_requests_cpu_and_memory_by_default():
+    spec = make_spec()
+    engine = [(i, s) for i, s in enumerate(plan_steps(spec)) if s.stage in ("ingest", "finalize")]
+    assert {s.stage for _, s in engine} == {"ingest", "finalize"}
+    for position, step in engine:
+        resources = container_of(build_step_job(REF, spec, step, position, SETTINGS))["resources"]
+        assert resources == {
+            "requests": {"cpu": ENGINE_CPU, "memory": ENGINE_MEMORY},
+            "limits": {"memory": ENGINE_MEMORY},
+        }, step.id
+    assert (ENGINE_CPU, ENGINE_MEMORY) == ("1", "2Gi")
+
+
+def test_engine_resources_from_the_spec_reach_ingest_and_finalize_but_not_the_stages():
+    spec = make_spec(engineResources={"cpu": "4", "memory": "16Gi"})
+    for position, step in enumerate(plan_steps(spec)):
+        resources = container_of(build_step_job(REF, spec, step, position, SETTINGS))["resources"]
+        if step.stage in ("ingest", "finalize"):
+            assert resources["requests"] == {"cpu": "4", "memory": "16Gi"}, step.id
+            assert resources["limits"] == {"memory": "16Gi"}
+        elif step.stage == "exact-dedup":  # a stage without resources of its own requests nothing
+            assert resources == {}, step.id
+    only_memory = make_spec(engineResources={"memory": "8Gi"})
+    step, position = step_named(only_memory, plan_steps(only_memory)[0].id)
+    requests = container_of(build_step_job(REF, only_memory, step, position, SETTINGS))["resources"][
+        "requests"
+    ]
+    assert requests == {"cpu": ENGINE_CPU, "memory": "8Gi"}
+
+
+def test_engine_resources_with_gpus_are_refused_for_a_cluster_run():
+    check_cluster_spec(make_spec(engineResources={"cpu": "2"}))
+    with pytest.raises(SpecError, match=r"spec.engineResources.gpus: ingest and finalize run on CPU only"):
+        check_cluster_spec(make_spec(engineResources={"gpus": 1}))
+
+
+def test_step_label_is_a_valid_label_value_for_any_step_id():
+    spec = make_spec()
+    for position, step in enumerate(plan_steps(spec)):
+        labels = build_step_job(REF, spec, step, position, SETTINGS)["spec"]["template"]["metadata"]["labels"]
+        assert labels[LABEL_STEP] == step.id  # short ids stay readable (`kubectl get pods -l`)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from curation.crd import DEFAULT_PATH, build_crd, main, to_yaml
@@ -130,3 +132,45 @@ def test_the_quickstart_example_fits_the_schema_and_the_sample_is_a_copy():
     assert _unknown_keys(example["spec"], schema()["properties"]["spec"], "spec") == []
     sample = yaml.safe_load((ROOT / "manifests" / "samples" / "quickstart.yaml").read_text(encoding="utf-8"))
     assert sample["spec"] == example["spec"]
+
+
+def test_gpus_on_a_cpu_only_stage_type_are_refused_by_the_schema_and_the_planner():
+    from curation.errors import SpecError
+    from curation.plan import plan_steps, stage_uses_gpu
+    from curation.spec import parse_spec
+
+    rule = next(r for r in stage_schema()["x-kubernetes-validations"] if "resources.gpus" in r["rule"])
+    gpu_types = [t.value for t in StageType if stage_uses_gpu(t)]
+    assert gpu_types and "exact-dedup" not in gpu_types and "semantic-dedup" in gpu_types
+    assert rule["rule"].endswith(f"self.type in {json.dumps(gpu_types)}")
+    assert "'resources.gpus: stage type ' + self.type + ' runs on CPU only" in rule["messageExpression"]
+    doc = {"input": {"path": "a"}, "output": {"path": "b"}}
+    with pytest.raises(
+        SpecError, match=r"spec.stages\[1\].resources.gpus: stage type exact-dedup runs on CPU"
+    ):
+        plan_steps(
+            parse_spec(
+                {
+                    **doc,
+                    "stages": [
+                        {"type": "heuristic-filter"},
+                        {"type": "exact-dedup", "resources": {"gpus": 8}},
+                    ],
+                }
+            )
+        )
+    plan_steps(parse_spec({**doc, "stages": [{"type": "semantic-dedup", "resources": {"gpus": 8}}]}))
+    plan_steps(parse_spec({**doc, "stages": [{"type": "exact-dedup", "resources": {"cpu": "4"}}]}))
+
+
+def test_engine_resources_and_the_new_cluster_fields_are_in_the_schema():
+    spec = schema()["properties"]["spec"]
+    props = spec["properties"]
+    assert props["engineResources"]["properties"]["memory"]["pattern"]
+    assert "2Gi" in props["engineResources"]["description"]
+    assert props["concurrency"]["minimum"] == 1 and "parallelism" in props["concurrency"]["description"]
+    assert "wait for as long as it takes" in props["unschedulableTimeoutSeconds"]["description"]
+    rules = {r["rule"]: r["message"] for r in spec["x-kubernetes-validations"]}
+    assert rules[
+        "!has(self.engineResources) || !has(self.engineResources.gpus) || self.engineResources.gpus == 0"
+    ] == ("engineResources.gpus: ingest and finalize run on CPU only; remove `gpus`")

@@ -1,4 +1,7 @@
-"""The reconciler against an in-memory API server: adopts, advances, writes status and events once."""
+"""The reconciler against an in-memory API server: adopts, advances, writes status and events once.
+
+The fake API server stores the status as a real one does: pruned to the CRD's status schema.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,15 @@ from typing import Any
 
 import pytest
 
+from curation.crd import build_crd
 from curation.plan import plan_steps
 from curation.spec import parse_spec
 from curation_operator.reconcile import InvalidSpec, Reconciler, merge_patch
 from curation_operator.settings import OperatorSettings
+
+from .fakes import prune
+
+STATUS_SCHEMA = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
 
 NS, NAME = "team-a", "qs"
 
@@ -19,7 +27,8 @@ NS, NAME = "team-a", "qs"
 class FakeKube:
     """Just enough of the API server for the reconciler; each call is recorded."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], status_schema: dict[str, Any] = STATUS_SCHEMA) -> None:
+        self.status_schema = status_schema
         self.cj: dict[str, Any] | None = {
             "apiVersion": "thresher.dev/v1alpha1",
             "kind": "CurationJob",
@@ -31,6 +40,9 @@ class FakeKube:
         self.events: list[Any] = []
         self.configmaps: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
+        self.pod_lists: list[str] = []  # the step of each list_pods call
+        self.deleted: list[str] = []
+        self.fail_next_delete = False
 
     def get_curation_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.cj)
@@ -40,12 +52,28 @@ class FakeKube:
         self.calls.append("patch_status")
         status = self.cj.setdefault("status", {})
         _apply_merge(status, patch)
+        self.cj["status"] = prune(status, self.status_schema)  # as the API server stores it
 
     def list_jobs(self, namespace: str, parent: str) -> list[dict[str, Any]]:
         return copy.deepcopy(list(self.jobs.values()))
 
-    def list_pods(self, namespace: str, parent: str) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.pods)
+    def list_pods(self, namespace: str, parent: str, step_id: str) -> list[dict[str, Any]]:
+        self.pod_lists.append(step_id)
+        return copy.deepcopy(
+            [p for p in self.pods if p["metadata"]["labels"]["thresher.dev/step"] == step_id]
+        )
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete_job {name}")
+        if self.fail_next_delete:
+            self.fail_next_delete = False
+            raise OSError("connection reset")
+        step_id = self.jobs[name]["metadata"]["annotations"]["thresher.dev/step-id"]
+        recorded = {s["id"]: s for s in (self.cj or {}).get("status", {}).get("steps", [])}[step_id]
+        assert recorded["phase"] in ("Succeeded", "Failed"), "a Job goes only once its step is in the status"
+        del self.jobs[name]
+        self.pods = [p for p in self.pods if p["metadata"]["labels"]["batch.kubernetes.io/job-name"] != name]
+        self.deleted.append(name)
 
     def create_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         name = body["metadata"]["name"]
@@ -98,7 +126,7 @@ class FakeKube:
                                 "thresher.dev/step-id": step_id,
                                 "batch.kubernetes.io/job-completion-index": str(rank),
                             },
-                            "labels": {"batch.kubernetes.io/job-name": name},
+                            "labels": {"batch.kubernetes.io/job-name": name, "thresher.dev/step": step_id},
                         },
                         "status": {
                             "phase": "Succeeded",
@@ -141,6 +169,10 @@ def test_merge_patch_nulls_removed_keys_and_keeps_unchanged_ones_out():
     assert merge_patch(old, new) == {"gone": None, "b": {"d": 4}, "list": [1]}
 
 
+def creates(kube: FakeKube) -> list[str]:
+    return [c.split()[1] for c in kube.calls if c.startswith("create_job")]
+
+
 def test_reconciling_step_by_step_runs_the_whole_plan_once():
     kube = FakeKube(SPEC)
     total = len(plan_steps(parse_spec(SPEC)))
@@ -148,18 +180,123 @@ def test_reconciling_step_by_step_runs_the_whole_plan_once():
         assert reconciler(kube).reconcile(NS, NAME) == "Running"
         kube.finish_jobs()
     assert reconciler(kube).reconcile(NS, NAME) == "Succeeded"
-    assert len([c for c in kube.calls if c.startswith("create_job")]) == total
-    assert len(kube.jobs) == total
+    assert len(creates(kube)) == len(set(creates(kube))) == total
     status = kube.cj["status"]
     assert (status["docsIn"], status["docsOut"], status["stepsDone"]) == (12, 10, total)
+    assert all(s["phase"] == "Succeeded" for s in status["steps"])
     reasons = [e.reason for e in kube.events]
     assert reasons.count("StepStarted") == total and reasons.count("StepSucceeded") == total
     assert reasons[-1] == "Succeeded"
-    # the finished Jobs are handed to the TTL controller exactly once
-    ttl_patches = [c for c in kube.calls if "ttlSecondsAfterFinished" in c]
-    assert len(ttl_patches) == total
+    # every finished step's Job was deleted once its counts were in the status: none is left
+    assert kube.jobs == {} and kube.pods == []
+    assert sorted(kube.deleted) == sorted(creates(kube))
     reconciler(kube).reconcile(NS, NAME)
-    assert len([c for c in kube.calls if "ttlSecondsAfterFinished" in c]) == total
+    assert len(kube.deleted) == total and len(creates(kube)) == total
+
+
+def test_a_reconcile_reads_only_the_pods_of_the_steps_without_recorded_results():
+    kube = FakeKube({**SPEC, "parallelism": 3})
+    steps = [s.id for s in plan_steps(parse_spec(kube.cj["spec"]))]
+    for position in range(len(steps)):
+        kube.pod_lists.clear()
+        reconciler(kube).reconcile(NS, NAME)
+        # the step that just finished (its counts are recorded now) and the step just created
+        assert kube.pod_lists == steps[max(0, position - 1) : position], kube.pod_lists
+        kube.finish_jobs()
+    kube.pod_lists.clear()
+    assert reconciler(kube).reconcile(NS, NAME) == "Succeeded"
+    assert kube.pod_lists == steps[-1:]
+    kube.pod_lists.clear()
+    reconciler(kube).reconcile(NS, NAME)
+    assert kube.pod_lists == []
+
+
+def test_a_restarted_operator_never_reruns_a_step_whose_job_is_already_deleted():
+    kube = FakeKube(SPEC)
+    total = len(plan_steps(parse_spec(SPEC)))
+    for _ in range(total // 2):
+        reconciler(kube).reconcile(NS, NAME)
+        kube.finish_jobs()
+    kube.fail_next_delete = True  # the operator dies between writing the counts and deleting the Job
+    with pytest.raises(OSError):
+        reconciler(kube).reconcile(NS, NAME)
+    for _ in range(total):
+        reconciler(kube).reconcile(NS, NAME)  # a new process each time: nothing in memory
+        kube.finish_jobs()
+    assert reconciler(kube).reconcile(NS, NAME) == "Succeeded"
+    assert len(creates(kube)) == len(set(creates(kube))) == total
+    assert kube.jobs == {}
+    assert kube.cj["status"]["docsIn"] == 12
+
+
+def test_a_second_reconcile_of_an_unchanged_world_writes_no_status():
+    """Every field the operator writes survives the API server's pruning, so nothing differs."""
+    kube = FakeKube({**SPEC, "stages": [{"type": "semantic-dedup", "resources": {"gpus": 2}}]})
+    r = reconciler(kube)
+    for _ in range(len(plan_steps(parse_spec(kube.cj["spec"])))):
+        r.reconcile(NS, NAME)  # records the finished step, creates the next Job
+        r.reconcile(NS, NAME)  # sees the new Job
+        writes = kube.calls.count("patch_status")
+        r.reconcile(NS, NAME)
+        assert kube.calls.count("patch_status") == writes, kube.cj["status"]
+        if "semantic-dedup.embed" in kube.cj["status"]["currentStep"]:
+            break
+        kube.finish_jobs()
+    # the GPU step's pods cannot be scheduled: a problem with a reason on the step
+    name = next(
+        n
+        for n, j in kube.jobs.items()
+        if j["metadata"]["annotations"]["thresher.dev/step-id"] == "semantic-dedup.embed"
+    )
+    kube.pods.append(
+        {
+            "metadata": {
+                "name": f"{name}-0",
+                "annotations": {
+                    "thresher.dev/step-id": "semantic-dedup.embed",
+                    "batch.kubernetes.io/job-completion-index": "0",
+                },
+                "labels": {"batch.kubernetes.io/job-name": name, "thresher.dev/step": "semantic-dedup.embed"},
+            },
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ],
+            },
+        }
+    )
+    r.reconcile(NS, NAME)
+    step = next(s for s in kube.cj["status"]["steps"] if s["id"] == "semantic-dedup.embed")
+    assert step["reason"] == "Unschedulable", "the stored status keeps the step's reason"
+    writes = kube.calls.count("patch_status")
+    r.reconcile(NS, NAME)
+    r.reconcile(NS, NAME)
+    assert kube.calls.count("patch_status") == writes
+
+
+def test_gpus_on_a_cpu_only_stage_are_refused_not_ignored():
+    kube = FakeKube({**SPEC, "stages": [{"type": "exact-dedup", "resources": {"gpus": 8}}]})
+    with pytest.raises(
+        InvalidSpec, match=r"spec.stages\[0\].resources.gpus: stage type exact-dedup runs on CPU only"
+    ):
+        reconciler(kube).reconcile(NS, NAME)
+    failed = {c["type"]: c for c in kube.cj["status"]["conditions"]}["Failed"]
+    assert failed["reason"] == "InvalidSpec" and "remove `gpus`" in failed["message"]
+    assert kube.jobs == {}
+
+
+def test_gpus_for_the_engine_steps_are_refused():
+    kube = FakeKube({**SPEC, "engineResources": {"gpus": 1}})
+    with pytest.raises(InvalidSpec, match="engineResources.gpus: ingest and finalize run on CPU only"):
+        reconciler(kube).reconcile(NS, NAME)
+    assert kube.jobs == {}
 
 
 def test_a_restarted_operator_adopts_the_running_job_instead_of_creating_a_twin():
@@ -170,7 +307,7 @@ def test_a_restarted_operator_adopts_the_running_job_instead_of_creating_a_twin(
     fresh.reconcile(NS, NAME)
     fresh.reconcile(NS, NAME)
     assert len(kube.jobs) == 1
-    assert [c for c in kube.calls if c.startswith("create_job")] == ["create_job qs-00-ingest-read"]
+    assert creates(kube) == ["qs-00-ingest-read"]
     assert len(kube.events) == events_before, "no event is repeated"
 
 

@@ -172,7 +172,8 @@ def test_chart_installs_and_runs_the_sample_curation_job_to_succeeded(
         who = f"--as=system:serviceaccount:{namespace}:{operator_sa}"
         for verb, resource, allowed in [
             ("create", "jobs.batch", "yes"), ("watch", "curationjobs.thresher.dev", "yes"),
-            ("get", "secrets", "no"), ("create", "pods", "no"), ("delete", "jobs.batch", "no"),
+            ("get", "secrets", "no"), ("create", "pods", "no"), ("delete", "pods", "no"),
+            ("delete", "jobs.batch", "yes"),
             ("list", "curationjobs.thresher.dev", "no"),  # outside the watched namespace
         ]:  # fmt: skip
             ns = "default" if resource.startswith("curationjobs") and allowed == "no" else namespace
@@ -181,12 +182,17 @@ def test_chart_installs_and_runs_the_sample_curation_job_to_succeeded(
                 f"{operator_sa} can {verb} {resource} in {ns}: {answer}, expected {allowed}"
             )
 
-        report(f"least privilege: {operator_sa} runs steps here; no Secrets, Pods, deletes, other namespaces")
+        report(
+            f"least privilege: {operator_sa} runs steps here; no Secrets, no Pod writes, no other namespaces"
+        )
 
         # 3. the sample, as a user would run it (NOTES.txt)
         local_data = place_sample_data(k8s_cluster, namespace, kubectl)
         kubectl("apply", "-n", namespace, "-f", str(SAMPLES / "quickstart.yaml"))
         name = yaml.safe_load((SAMPLES / "quickstart.yaml").read_text())["metadata"]["name"]
+        batch = client.BatchV1Api(k8s_api)
+        first_job = watch_until(batch.list_namespaced_job, lambda j: True, timeout=120, namespace=namespace)
+        assert first_job.spec.template.spec.service_account_name == worker_sa
         finished = watch_until(
             client.CustomObjectsApi(k8s_api).list_namespaced_custom_object,
             lambda cj: (cj.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
@@ -195,8 +201,10 @@ def test_chart_installs_and_runs_the_sample_curation_job_to_succeeded(
         status = finished["status"]
         assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[:4000]
         assert status["docsOut"] > 0 and status["docsRemoved"] > 0
-        jobs = client.BatchV1Api(k8s_api).list_namespaced_job(namespace).items
-        assert jobs and all(j.spec.template.spec.service_account_name == worker_sa for j in jobs)
+        # each step's Job is deleted once its counts are in the status: none is left behind
+        wait_for(
+            lambda: not batch.list_namespaced_job(namespace).items, timeout=60, message="step Jobs deleted"
+        )
         if local_data is not None:
             assert (local_data / "out" / "quickstart" / "summary.json").exists()
         report(

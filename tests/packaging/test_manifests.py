@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,3 +89,32 @@ def test_manifests_and_samples_pass_server_side_validation(kubectl, namespace):
     out = kubectl("apply", "-n", namespace, "-k", str(ROOT / "manifests" / "samples"), "--dry-run=server")
     assert "curationjob.thresher.dev/quickstart created (server dry run)" in out
     report(out.strip().replace("\n", "; "))
+
+
+def _copy_of_the_repository(tmp_path):
+    import shutil
+
+    for folder in ("scripts", "helm", "manifests", "dashboards"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path
+
+
+def test_render_manifests_check_reports_stale_files_and_changes_nothing(tmp_path, helm):
+    import sys
+
+    repo = _copy_of_the_repository(tmp_path)
+    chart_crd = repo / "helm" / "thresher" / "files" / "crds" / "thresher.dev_curationjobs.yaml"
+    deployment = repo / "manifests" / "operator" / "deployment.yaml"
+    chart_crd.write_text(chart_crd.read_text() + "# stale\n")
+    deployment.write_text(deployment.read_text() + "# stale\n")
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    script = str(repo / "scripts" / "render-manifests.sh")
+    env = {"PATH": f"{Path(helm).parent}:/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(Path.home())}
+    check = subprocess.run(["bash", script, "--check"], capture_output=True, text=True, env=env, timeout=120)
+    assert check.returncode == 1, check.stderr
+    assert "helm/thresher/files/crds/thresher.dev_curationjobs.yaml differs" in check.stderr
+    assert "stale: manifests/operator/deployment.yaml" in check.stderr
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before, "--check wrote files"
+    subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=120, check=True)
+    again = subprocess.run(["bash", script, "--check"], capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
