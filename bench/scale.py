@@ -2,17 +2,19 @@
 
     python bench/scale.py generate --docs 1000000 --out /data/c1m          # corpus + ground truth
     python bench/scale.py run --docs 100000 1000000 --workdir /data/scale  # generate, run, measure
+    python bench/scale.py show results.json [more.json ...]                # the tables again
 
 `run` generates (or reuses) a synthetic corpus per size (`scale_corpus.py`: Zipfian text, planted
 exact and near duplicates with known Jaccard, planted junk), writes a spec from a template
 (default `examples/quickstart.yaml`, input and output paths replaced), and runs each step of the
 plan in order, each rank as `thresher worker --spec S --step ID --rank R --world-size W`, up to
 `--parallelism` ranks at once. The steps come from `curation.plan.plan_steps` at run time, so the
-benchmark follows the engine as its steps change.
+benchmark follows the engine as its steps change. `curation/` is copied to <workdir>/engine at the
+start and every step runs that copy (`--live-engine`: the working tree as it changes).
 
-Measured per step: CPU seconds (user + system, from `os.wait4`), wall seconds, peak RSS per rank,
-bytes and files written under the output folder (a walk before and after), and the peak size of
-`<output>/_work` (sampled while the step runs). Per run: totals, text MB per CPU-second, and the
+Measured per step: CPU seconds (user + system of each worker, `wait4` in a small shim), wall
+seconds, peak RSS per rank, bytes and files written under the output folder (a walk before and
+after), and the peak size of `<output>/_work` (sampled while the step runs). Per run: totals, text MB per CPU-second, and the
 dedup quality on the planted pairs (recall, precision) plus what the heuristic filter did to
 junk and to clean documents. Across sizes: the log-log slope of each quantity against N.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -130,12 +133,36 @@ def written(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]
 
 
 def thresher_command() -> list[str]:
-    """The `thresher` entry point of this interpreter's environment, else `python -m curation.cli`."""
+    """The `thresher` entry point of this interpreter's environment, else `python -m curation.cli`
+    (-P: the working directory must not shadow a frozen engine on PYTHONPATH)."""
     beside = Path(sys.executable).with_name("thresher")
     if beside.exists():
         return [str(beside)]
     found = shutil.which("thresher")
-    return [found] if found else [sys.executable, "-m", "curation.cli"]
+    return [found] if found else [sys.executable, "-P", "-m", "curation.cli"]
+
+
+def freeze_engine(workdir: Path) -> dict[str, Any]:
+    """Copy `curation/` as it is now (uncommitted edits included) to <workdir>/engine and put it
+    first on the import path of this process and of every worker. A run at 1M documents takes
+    half an hour; without the copy, edits landing meanwhile make later steps run other code than
+    earlier ones (seen: a step list or a spec fingerprint that changed between two steps)."""
+    dest = workdir / "engine"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(REPO / "curation", dest / "curation", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    digest = hashlib.sha256()
+    for path in sorted((dest / "curation").rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    if "curation" in sys.modules:
+        raise BenchError("curation was imported before the engine was frozen")
+    sys.path.insert(0, str(dest))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(dest), os.environ.get("PYTHONPATH")) if p)
+    import curation
+
+    if not Path(curation.__file__).resolve().is_relative_to(dest.resolve()):
+        raise BenchError(f"the frozen engine is shadowed: curation imports from {curation.__file__}")
+    return {"frozen": True, "path": str(dest), "digest": digest.hexdigest()[:16]}
 
 
 @dataclass
@@ -160,8 +187,9 @@ class StepRun:
     def launch(self, rank: int) -> Rank:
         safe = self.step_id.replace("/", "_")
         logs = {k: self.logs / f"{safe}.r{rank}.{k}" for k in ("out", "err", "term", "rusage")}
-        cmd = [sys.executable, "-I", "-S", "-c", RUSAGE_SHIM, str(logs["rusage"]), *thresher_command(), "worker", "--spec", str(self.spec), "--step", self.step_id,
-               "--rank", str(rank), "--world-size", str(self.world_size)]
+        worker = [*thresher_command(), "worker", "--spec", str(self.spec), "--step", self.step_id,
+                  "--rank", str(rank), "--world-size", str(self.world_size)]
+        cmd = [sys.executable, "-I", "-S", "-c", RUSAGE_SHIM, str(logs["rusage"]), *worker]
         # Through the environment, not flags: unknown variables never break a changed CLI.
         # Metrics off: concurrent ranks would fight over one port.
         env = {**os.environ, "THRESHER_METRICS_PORT": "0", "THRESHER_TERMINATION_LOG": str(logs["term"])}
@@ -623,7 +651,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     json_path = Path(args.json or REPO / "bench" / "results" / f"scale-{datetime.date.today():%Y-%m-%d}.json")
-    report: dict[str, Any] = {"meta": meta(args), "runs": [], "slopes": {}}
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    engine = {"frozen": False, "path": str(REPO / "curation")} if args.live_engine else freeze_engine(work)
+    report: dict[str, Any] = {"meta": {**meta(args), "engine": engine}, "runs": [], "slopes": {}}
     failed = False
     for docs in sorted(set(args.docs)):
         run = run_size(args, docs)
@@ -659,14 +690,19 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def meta(args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False).stdout
+        except OSError:
+            return ""
+
+    commit = git("rev-parse", "HEAD").strip()
+    # Uncommitted changes under curation/ at start: the commit alone does not name the code run.
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "curation").splitlines()]
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "commit": commit,
+        "uncommitted_engine_files": dirty,
         "spec_template": str(args.spec),
         "parallelism": args.parallelism,
         "seed": args.seed,
@@ -699,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--gen-workers", type=int, default=None, help="generator processes (default: CPU count)")
     r.add_argument("--json", default=None, help="default: bench/results/scale-<date>.json")
     r.add_argument("--keep-output", action="store_true", help="keep each size's pipeline output folder")
+    r.add_argument("--live-engine", action="store_true",
+                   help="run the working tree's curation/ as it changes (default: a copy taken at start)")
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("show", help="print the tables of saved results again")
     s.add_argument("json", nargs="+", help="results file(s) written by run")
