@@ -137,7 +137,7 @@ def write_parquet(loc: Location, table: pa.Table, metadata: dict[str, str] | Non
     return len(data)
 
 
-def _take_scattered(column: pa.ChunkedArray | pa.Array, rows: np.ndarray, size: int) -> pa.Array:
+def scatter(column: pa.ChunkedArray | pa.Array, rows: np.ndarray, size: int) -> pa.Array:
     """A `size`-long array with `column[i]` at `rows[i]` and null elsewhere."""
     pos = np.full(size, -1, dtype=np.int64)
     pos[rows] = np.arange(len(rows), dtype=np.int64)
@@ -249,7 +249,7 @@ class CorpusView:
         by_column: dict[str, list[pa.Array]] = {}
         for rows, ann in scattered:
             for c in ann.column_names:
-                by_column.setdefault(c, []).append(_take_scattered(ann.column(c), rows, size))
+                by_column.setdefault(c, []).append(scatter(ann.column(c), rows, size))
         for c, arrays in by_column.items():
             merged = arrays[-1] if len(arrays) == 1 else pc.coalesce(*reversed(arrays))
             if c in table.column_names:  # a modifier's text/bytes, or a re-annotated column
@@ -257,7 +257,7 @@ class CorpusView:
                 table = table.set_column(table.column_names.index(c), c, merged)
             else:
                 table = table.append_column(c, merged)
-        reason_full = pc.coalesce(*[_take_scattered(r, rows, size) for rows, r in reversed(reasons)])
+        reason_full = pc.coalesce(*[scatter(r, rows, size) for rows, r in reversed(reasons)])
         return Universe(table, alive, rejected_at, reason_full, names)
 
     def read_shard(self, shard: int, columns: list[str] | None = None) -> pa.Table:
@@ -272,8 +272,6 @@ class CorpusView:
             table = table.select(keep)
         return table
 
-    def alive_count(self, shard: int) -> int:
-        return int(self.universe(shard, []).alive.sum())
 
 
 def decision_table(

@@ -21,7 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.corpus import BYTES, EVIDENCE, ROW, CorpusView, StageFiles, decision_table, write_parquet
+from curation.corpus import (
+    BYTES,
+    EVIDENCE,
+    ROW,
+    CorpusView,
+    StageFiles,
+    decision_table,
+    scatter,
+    write_parquet,
+)
 from curation.dataset import TEXT, Location, read_table
 from curation.errors import StepError
 from curation.plan import Step
@@ -222,15 +231,15 @@ class Stage:
             if name in before:
                 continue
             values = source.column(name).combine_chunks() if source.num_rows else pa.array([], source.column(name).type)
-            annotations[name] = values if kept is None else _spread(values, kept_pos, table.num_rows)
+            annotations[name] = values if kept is None else scatter(values, kept_pos, table.num_rows)
         if kept is not None and TEXT in kept.column_names and TEXT in table.column_names and kept.num_rows:
             old = table.column(TEXT).take(pa.array(kept_pos, pa.int64()))
             changed = pc.fill_null(pc.not_equal(kept.column(TEXT), old), True)
             if pc.any(changed).as_py():
                 new_text = pc.if_else(changed, kept.column(TEXT), pa.nulls(kept.num_rows, pa.string()))
-                annotations[TEXT] = _spread(new_text.combine_chunks(), kept_pos, table.num_rows)
+                annotations[TEXT] = scatter(new_text.combine_chunks(), kept_pos, table.num_rows)
                 lengths = pc.binary_length(new_text).cast(pa.int64())
-                annotations[BYTES] = _spread(lengths.combine_chunks(), kept_pos, table.num_rows)
+                annotations[BYTES] = scatter(lengths.combine_chunks(), kept_pos, table.num_rows)
         decisions = decision_table(rows, pa.array(list(reasons), pa.string()), annotations)
         stats = StageStats()
         stats.docs_in = table.num_rows
@@ -292,9 +301,3 @@ def split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys = keys.astype(np.uint64, copy=False)
     return (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
-
-def _spread(values: pa.Array, positions: np.ndarray, size: int) -> pa.Array:
-    """A `size`-long array holding `values` at `positions` and null elsewhere."""
-    pos = np.full(size, -1, dtype=np.int64)
-    pos[positions] = np.arange(len(positions), dtype=np.int64)
-    return pc.take(values, pa.array(pos, mask=pos < 0))

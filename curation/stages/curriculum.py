@@ -28,9 +28,10 @@ import pyarrow.compute as pc
 import xxhash
 
 from curation.corpus import PARTITION_ROWS, partition_count
-from curation.dataset import ID, TEXT, Location, RankMarker, read_table
+from curation.dataset import ID, TEXT, RankMarker, read_table
 from curation.errors import SpecError, StepError
 from curation.params.curriculum import BUILTIN_SIGNALS, CurriculumParams
+from curation.sidefiles import read_npy, write_npy
 from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys
 from curation.stages.curriculum_order import (
     count_at_or_below,
@@ -445,17 +446,3 @@ def _shard_groups(num_shards: int, groups: int) -> np.ndarray:
     """Group of each shard: contiguous runs, so a write rank handles whole shards."""
     per = max(1, math.ceil(num_shards / max(1, groups)))
     return (np.arange(num_shards, dtype=np.int64) // per).astype(np.int64)
-
-
-def write_npy(loc: Location, array: np.ndarray) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    loc.write_bytes_atomic(buffer.getvalue())
-
-
-def read_npy(loc: Location) -> np.ndarray:
-    import io
-
-    return np.asarray(np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False))

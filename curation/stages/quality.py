@@ -224,6 +224,7 @@ class QualityScoreStage(Stage):
     # ---- threshold (global: the ranks' histograms only) --------------------------------------
 
     def step_threshold(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        stats = StageStats()  # started now: its `seconds` time the step
         p = self.params
         ranks = ctx.peer("score").world_size
         hists: dict[str, pa.Table] = {}
@@ -264,7 +265,6 @@ class QualityScoreStage(Stage):
             ("perplexity_log10" if c == PERPLEXITY else c): report_histogram(c, h) for c, h in hists.items()
         }
         extra["histogram_bins"] = {c: h.num_rows for c, h in hists.items()}
-        stats = StageStats()
         stats.extra = extra
         return stats.to_dict()
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curation.corpus import scatter
 from curation.errors import StepError
 from curation.models.clustering import cluster_complexity, density_quotas, size_histogram
 from curation.stages.base import StageStats, StepContext
@@ -28,7 +29,6 @@ from curation.stages.semantic import (
     KEY,
     PRIORITY,
     ClusteredStage,
-    scatter,
     splitmix64,
     write_removals,
 )
@@ -78,6 +78,7 @@ class RedundancyControlStage(ClusteredStage):
         return sizes, complexity, density_quotas(sizes, complexity, p.keep_fraction, p.temperature)
 
     def step_prune(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        stats = StageStats()  # started now: its `seconds` time the step
         dim, partitions = self.my_partitions(ctx, rank, world_size)
         schema = self.assign_schema(dim)
         sizes, complexity, quotas = self.quotas(ctx)
@@ -111,7 +112,6 @@ class RedundancyControlStage(ClusteredStage):
             )
         out = pa.concat_tables(removed) if removed else self.removals_schema.empty_table()
         write_removals(ctx.scratch.join(self.reduce_step, f"r{rank:05d}.parquet"), out)
-        stats = StageStats()
         clusters_here = np.concatenate(mine) if mine else np.zeros(0, np.int64)
         stats.extra = {"kmeans_cluster_sizes": size_histogram(sizes[clusters_here])}
         if rank == 0:  # global figures: reported once, not added up over ranks

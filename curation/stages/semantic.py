@@ -29,10 +29,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from curation.corpus import DUP_OF, PARTITION_ROWS, SIMILARITY, partition_count
+from curation.corpus import DUP_OF, PARTITION_ROWS, SIMILARITY, partition_count, scatter
 from curation.dataset import ID, TEXT, Location
 from curation.errors import InputDataError, SpecError, StepError
 from curation.models.clustering import (
@@ -42,66 +41,11 @@ from curation.models.clustering import (
     size_histogram,
     train_kmeans,
 )
+from curation.sidefiles import missing_file, npy_shape, read_npy, write_npy
 from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys, split_keys
 
 KEY, CLUSTER, DISTANCE, PRIORITY, EMBEDDING = "key", "cluster", "distance", "priority", "embedding"
 REMOVALS_ROW_GROUP = 1 << 16  # small row groups: a filter rank reads only its shard's key range
-
-
-# ---- side files --------------------------------------------------------------------------------
-
-
-def write_npy(loc: Location, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    loc.write_bytes_atomic(buffer.getvalue())
-
-
-def _missing(loc: Location) -> StepError:
-    return StepError(f"{loc.path}: missing (did the step before finish?)")
-
-
-def npy_shape(loc: Location) -> tuple[int, ...]:
-    """Shape of a .npy file, from its header only."""
-    if not loc.exists():
-        raise _missing(loc)
-    with loc.fs.open_input_file(loc.path) as f:
-        shape, _ = _npy_header(f)
-    return shape
-
-
-def _npy_header(f: Any) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """(shape, dtype) of the .npy file open at its start; leaves `f` at the first data byte."""
-    version = np.lib.format.read_magic(f)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read(f)
-    if fortran:
-        raise StepError("embedding side file in Fortran order; rerun the embed step")
-    return tuple(int(s) for s in shape), dtype
-
-
-def read_npy(loc: Location, rows: np.ndarray | None = None) -> np.ndarray:
-    """Read a .npy side file; `rows` (sorted) reads only those rows: memory-mapped on local disks,
-    by byte ranges elsewhere."""
-    if not loc.exists():
-        raise _missing(loc)
-    if isinstance(loc.fs, pafs.LocalFileSystem):
-        data = np.load(loc.path, mmap_mode="r", allow_pickle=False)
-        return np.array(data if rows is None else data[rows])
-    if rows is None:
-        return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)
-    with loc.fs.open_input_file(loc.path) as f:
-        shape, dtype = _npy_header(f)
-        offset = f.tell()
-        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        out = np.empty((len(rows), *shape[1:]), dtype=dtype)
-        # contiguous runs of rows are read with one request each
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for run in np.split(np.arange(len(rows)), breaks) if len(rows) else []:
-            first, count = int(rows[run[0]]), len(run)
-            raw = f.read_at(count * row_bytes, offset + first * row_bytes)
-            out[run] = np.frombuffer(raw, dtype=dtype).reshape(count, *shape[1:])
-        return out
 
 
 def splitmix64(keys: np.ndarray, seed: int) -> np.ndarray:
@@ -143,7 +87,7 @@ def read_removals(locs: list[Location], shard: int, schema: pa.Schema) -> pa.Tab
     tables = []
     for loc in locs:
         if not loc.exists():
-            raise _missing(loc)
+            raise missing_file(loc)
         try:
             tables.append(pq.read_table(loc.path, filesystem=loc.fs, filters=expr).cast(schema))
         except (pa.ArrowInvalid, OSError) as err:
@@ -184,7 +128,7 @@ class ClusteredStage(Stage):
     def kmeans_plan(self, ctx: StepContext) -> dict[str, Any]:
         loc = ctx.scratch.join("kmeans", "plan.json")
         if not loc.exists():
-            raise _missing(loc)
+            raise missing_file(loc)
         plan: dict[str, Any] = loc.read_json()
         return plan
 
@@ -210,7 +154,7 @@ class ClusteredStage(Stage):
         for r in range(ctx.peer("assign").world_size):
             loc = self.stats_file(ctx, r)
             if not loc.exists():
-                raise _missing(loc)
+                raise missing_file(loc)
             with np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False) as data:
                 sizes += data["sizes"]
                 sums += data["distance_sums"]
@@ -245,6 +189,7 @@ class ClusteredStage(Stage):
     def step_kmeans(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         from curation.models.loading import select_device
 
+        stats = StageStats()  # started now: its `seconds` time the step
         p = self.params
         shapes = [npy_shape(self.embedding_file(ctx, s)) for s in range(ctx.num_shards)]
         total = sum(s[0] for s in shapes)
@@ -277,7 +222,6 @@ class ClusteredStage(Stage):
         ctx.scratch.join("kmeans", "plan.json").write_json_atomic(
             {"docs": total, "clusters": k, "dim": int(centroids.shape[1]), "partitions": partitions}
         )
-        stats = StageStats()
         stats.extra = {"clusters": k, "kmeans_sample_docs": len(train)}
         return stats.to_dict()
 
@@ -294,6 +238,7 @@ class ClusteredStage(Stage):
     def step_assign(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         from curation.models.loading import select_device
 
+        stats = StageStats()  # started now: its `seconds` time the step
         device = select_device()
         source = self.require_input(ctx)
         plan = self.kmeans_plan(ctx)
@@ -339,7 +284,6 @@ class ClusteredStage(Stage):
         buffer = io.BytesIO()
         np.savez(buffer, sizes=sizes, distance_sums=distance_sums)
         self.stats_file(ctx, rank).write_bytes_atomic(buffer.getvalue())
-        stats = StageStats()
         stats.extra = {"assigned_docs": assigned}
         return stats.to_dict()
 
@@ -374,13 +318,6 @@ class ClusteredStage(Stage):
             return self.write_split(ctx, shard, annotated, reasons.tolist())
 
         return self.map_shards(ctx, rank, world_size, split).to_dict()
-
-
-def scatter(values: pa.Array, at: np.ndarray, size: int) -> pa.Array:
-    """A `size`-long array with `values[i]` at row `at[i]` and null elsewhere."""
-    pos = np.full(size, -1, dtype=np.int64)
-    pos[at] = np.arange(len(at), dtype=np.int64)
-    return pc.take(values, pa.array(pos, mask=pos < 0))
 
 
 # ---- semantic-dedup -------------------------------------------------------------------------------
@@ -419,6 +356,7 @@ class SemanticDedupStage(ClusteredStage):
     def step_dedup(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         from curation.models.loading import select_device
 
+        stats = StageStats()  # started now: its `seconds` time the step
         device = select_device()
         dim, partitions = self.my_partitions(ctx, rank, world_size)
         schema = self.assign_schema(dim)
@@ -460,7 +398,6 @@ class SemanticDedupStage(ClusteredStage):
             )
         out = pa.concat_tables(removed) if removed else self.removals_schema.empty_table()
         write_removals(ctx.scratch.join(self.reduce_step, f"r{rank:05d}.parquet"), out)
-        stats = StageStats()
         stats.extra = {
             "cluster_sizes": dict(sorted(groups.items(), key=lambda kv: int(kv[0]))),
             "kmeans_cluster_sizes": size_histogram(np.concatenate(sizes)) if sizes else {},
