@@ -10,12 +10,19 @@ from curation.params.base import CamelModel
 
 
 class ExactDedupParams(CamelModel):
-    """Exact deduplication on a hash of the normalised text; keeps one document per group."""
+    """Exact deduplication on a hash of the normalised text; keeps one document per group.
 
-    normalize: Literal["none", "whitespace", "full"] = "full"
-    """How text is normalised before hashing: `none` (bytes as is), `whitespace` (collapse runs of
-    whitespace and strip), `full` (also Unicode NFKC, lowercase, and remove punctuation and
-    symbols)."""
+    A document whose normalised text is empty (empty or whitespace-only; with `strip-punctuation`
+    also punctuation-, symbol- or emoji-only) is never a duplicate of anything: it is kept."""
+
+    normalize: Literal["none", "whitespace", "full", "strip-punctuation"] = "full"
+    """How text is normalised before hashing. `none`: the bytes as stored. `whitespace`: every run
+    of whitespace (ASCII whitespace and Unicode separators) becomes one space, leading and trailing
+    whitespace is removed. `full` (default): also Unicode NFKC (NFC and NFD spellings, full-width
+    forms and ligatures compare equal) and lowercase; punctuation, symbols, digits and emoji are
+    kept, so code and formulas that differ only in an operator stay different. `strip-punctuation`:
+    `full`, and every punctuation and symbol character removed; for prose only (it merges `a + b`
+    with `a - b`)."""
 
     keep: Literal["first", "longest"] = "first"
     """Which member of a duplicate group survives: `first` (lowest shard, then row) or `longest`."""
@@ -32,7 +39,8 @@ class MinHashParams(CamelModel):
     """
 
     ngram: int = Field(default=5, ge=1, le=32)
-    """Word n-gram size of the shingles."""
+    """Shingle size in units (words; characters of scripts written without spaces, see
+    `tokenizer`)."""
 
     bands: int = Field(default=14, ge=1, le=256)
     """Number of LSH bands."""
@@ -44,8 +52,17 @@ class MinHashParams(CamelModel):
     """Seed of the hash permutations (fixed seed = reproducible clusters)."""
 
     lowercase: bool = True
-    """Lowercase, and treat punctuation and symbols as word separators, before shingling. When false,
-    only whitespace separates words and case matters."""
+    """Unicode NFKC and lowercase, and punctuation and symbols (emoji included) separate units, before
+    shingling. When false: NFC only, only whitespace separates units and case matters."""
+
+    tokenizer: Literal["auto", "words", "chars"] = "auto"
+    """What a shingle's units are. `words`: runs of characters between separators (FineWeb).
+    `chars`: every non-separator character. `auto` (default): words, except that each character
+    of a script written without spaces (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar, Yi) is
+    a unit of its own, and so is each Hangul syllable in documents whose Korean is written without
+    spaces; text in space-separated scripts gets exactly the `words` units. A document without
+    any unit (empty, whitespace, or only punctuation and symbols) has no shingle and is never a
+    near-duplicate."""
 
     keep: Literal["first", "longest"] = "first"
     """Which member of a duplicate cluster survives: `first` (lowest shard, then row) or `longest`

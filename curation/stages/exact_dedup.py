@@ -22,13 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import xxhash
 
 from curation.corpus import DUP_OF, PARTITION_ROWS, SIMILARITY, partition_count
 from curation.dataset import ID, TEXT, Location
 from curation.errors import InputDataError, StepError
 from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys
-from curation.stages.minhash_math import WHITESPACE_RE, size_histogram, utf8_buffer
+from curation.stages.exact_math import exact_hashes
+from curation.stages.minhash_math import size_histogram
 
 REASON = "exact-duplicate"
 HASH_SCHEMA = pa.schema(
@@ -44,36 +44,6 @@ REMOVALS_SCHEMA = pa.schema([("key", pa.uint64()), (DUP_OF, pa.string())])
 REMOVALS_ROW_GROUP = 1 << 16  # small row groups: a filter rank reads only its shard's key range
 
 # ---- pure functions ----------------------------------------------------------------------------
-
-
-def normalize_for_hash(texts: pa.Array, mode: str) -> pa.Array:
-    """`none`: as is; `whitespace`: runs of whitespace become one space, trimmed; `full`: also
-    Unicode NFKC, lowercase and punctuation/symbols removed."""
-    if mode == "none":
-        return texts
-    if mode == "full":
-        texts = pc.utf8_normalize(texts, "NFKC")
-        texts = pc.utf8_lower(texts)
-        texts = pc.replace_substring_regex(texts, r"[\p{P}\p{S}]+", "")
-    texts = pc.replace_substring_regex(texts, WHITESPACE_RE, " ")
-    return pc.utf8_trim(texts, " ")
-
-
-def text_hashes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(high, low) 64-bit halves of the xxh3-128 hash of each text's UTF-8 bytes."""
-    values, offsets = utf8_buffer(texts)
-    view = memoryview(values)
-    bounds = offsets.tolist()
-    digest = xxhash.xxh3_128_digest
-    raw = b"".join([digest(view[bounds[i] : bounds[i + 1]]) for i in range(len(bounds) - 1)])
-    halves = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, 2)
-    return halves[:, 0].copy(), halves[:, 1].copy()
-
-
-def hashable_mask(normalised: pa.Array) -> np.ndarray:
-    """Documents that take part in exact dedup: empty normalised texts never group together."""
-    return np.asarray(pc.fill_null(pc.greater(pc.utf8_length(normalised), 0), False).to_numpy(zero_copy_only=False),
-                      dtype=bool)
 
 
 def choose_keepers(
@@ -189,8 +159,7 @@ class ExactDedupStage(Stage):
         for shard in ctx.shards_for(rank, world_size):
             table = source.read_shard(shard, [ID, TEXT])
             texts = table.column(TEXT).combine_chunks() if table.num_rows else pa.array([], pa.string())
-            normalised = normalize_for_hash(texts, self.params.normalize)
-            hi, lo = text_hashes(normalised)
+            hi, lo, hashable = exact_hashes(texts, self.params.normalize)
             rows = pa.table(
                 {
                     "hash_hi": hi,
@@ -201,7 +170,7 @@ class ExactDedupStage(Stage):
                     if table.num_rows else pa.array([], pa.string()),
                 },
                 schema=HASH_SCHEMA,
-            ).filter(pa.array(hashable_mask(normalised)))
+            ).filter(pa.array(hashable))
             writer.write(rows, (rows.column("hash_lo").to_numpy() % np.uint64(writer.count)).astype(np.int64))
             hashed += table.num_rows
         writer.close()

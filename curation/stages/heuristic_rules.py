@@ -11,6 +11,7 @@ those units, never a regular expression per word:
   regular expressions they replace meant; "the word holds a letter" is decided by its first byte
   or, for the few words where that is not enough, a `logical_or.reduceat` over its bytes;
 - line prefixes and suffixes are compared as bytes; stop words are matched as 8-byte integers;
+  `#`, ellipses, newlines and C4's sentence ends are counted on the bytes of the whole batch;
 - repeated lines, paragraphs and word n-grams are grouped exactly by sorting keys packed into one
   uint64 (no hashing, so no collisions), and only among candidates that can still repeat.
 
@@ -153,11 +154,6 @@ def _any_in_spans(flags: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
     return np.logical_or.reduceat(padded, bounds)[0::2]
 
 
-def _per_span_count(positions: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """How many of the sorted `positions` fall in each span, spans given by their sorted ends."""
-    return np.bincount(np.searchsorted(ends, positions, side="right"), minlength=len(ends))[: len(ends)]
-
-
 # ---- units ---------------------------------------------------------------------------------
 
 
@@ -206,9 +202,15 @@ class Units:
         if len(high) * 8 > len(values):  # mostly non-ASCII text: let Arrow count
             flags = _any_in_spans(values >= 0x80, offsets[:-1], offsets[1:])
             return flags, _np(pc.utf8_length(self.values), np.int64)
-        ends = offsets[1:]
-        continuation = high[values[high] < 0xC0]
-        return _per_span_count(high, ends) > 0, byte_lengths - _per_span_count(continuation, ends)
+        word = np.searchsorted(offsets[1:], high, side="right")
+        flags = np.zeros(len(byte_lengths), dtype=bool)
+        flags[word] = True
+        lengths = byte_lengths.copy()
+        continued = word[values[high] < 0xC0]  # sorted: count runs instead of np.unique
+        if len(continued):
+            head = np.flatnonzero(np.concatenate([[True], continued[1:] != continued[:-1]]))
+            lengths[continued[head]] -= np.diff(np.append(head, len(continued)))
+        return flags, lengths
 
     @property
     def non_ascii(self) -> np.ndarray:
@@ -284,12 +286,20 @@ def _split(lists: pa.Array, strip: bool) -> Units:
     _, offsets = utf8_buffer(values)
     empty = np.flatnonzero(offsets[1:] == offsets[:-1])
     if len(empty):  # an empty unit's zero bytes: the others stay contiguous, drop its offset
-        offsets = np.delete(offsets, empty)
+        offsets = _without(offsets, empty)
         values = pa.Array.from_buffers(
             pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets), values.buffers()[2]]
         )
-        parent = np.delete(parent, empty)
+        parent = _without(parent, empty)
     return Units(values, parent, len(lists))
+
+
+def _without(array: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """`array` without the items at the sorted positions `drop` (few: copied slice by slice)."""
+    if len(drop) > 64:
+        return np.delete(array, drop)
+    bounds = [-1, *drop.tolist(), len(array)]
+    return np.concatenate([array[a + 1 : b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
 
 class TextBatch:
@@ -315,6 +325,11 @@ class TextBatch:
         base = int(offsets[0])
         return values[base : int(offsets[-1])], offsets - base
 
+    @cached_property
+    def _high(self) -> np.ndarray:
+        """Positions of the non-ASCII bytes of the texts."""
+        return np.flatnonzero(self._bytes[0] >= 0x80)
+
     def count(self, substring: str) -> np.ndarray:
         """Non-overlapping occurrences of `substring` per document (as `pc.count_substring`)."""
         raw = substring.encode("utf-8")
@@ -322,7 +337,7 @@ class TextBatch:
         borders = any(raw[:k] == raw[-k:] for k in range(1, len(raw)))
         if not raw or (borders and len(set(raw)) > 1):  # rare patterns: Arrow decides
             return _np(pc.count_substring(self.texts, substring), np.float64)
-        hits = np.flatnonzero(values == raw[0])
+        hits = self._high[values[self._high] == raw[0]] if raw[0] >= 0x80 else np.flatnonzero(values == raw[0])
         docs = np.searchsorted(offsets, hits, side="right") - 1
         for k, byte in enumerate(raw[1:], 1):
             ok = (hits + k < offsets[docs + 1]) & (values.take(hits + k, mode="clip") == byte)
@@ -355,8 +370,10 @@ class TextBatch:
         U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000) with spaces."""
         values, offsets = self._bytes
         texts = self.texts
-        suspects = np.flatnonzero(
-            ((values - np.uint8(0x1C)) < np.uint8(4)) | (values == 0xC2) | ((values - np.uint8(0xE1)) < np.uint8(3))
+        high = self._high
+        leads = values[high]
+        suspects = np.concatenate(
+            [np.flatnonzero((values - np.uint8(0x1C)) < np.uint8(4)), high[(leads == 0xC2) | ((leads - np.uint8(0xE1)) < 3)]]
         )
         if len(suspects):
             spaces = [suspects[values[suspects] < 0x80]]
@@ -368,7 +385,8 @@ class TextBatch:
             texts = pa.Array.from_buffers(
                 pa.large_string(), self.n, [None, pa.py_buffer(offsets), pa.py_buffer(spaced)]
             )
-        return _split(pc.ascii_split_whitespace(texts), strip=False)
+        # Trimmed first, a text splits into no empty word (but an empty text into one).
+        return _split(pc.ascii_split_whitespace(pc.ascii_trim_whitespace(texts)), strip=False)
 
     @cached_property
     def word_count(self) -> np.ndarray:
@@ -427,9 +445,10 @@ class TextBatch:
             return out
         starts, ends = offsets[:-1], offsets[1:]
         slow = self.words.non_ascii.copy()
-        slow[starts > len(values) - 8] = True  # the uint64 view below ends 7 bytes early
+        slow[np.searchsorted(starts, len(values) - 7) :] = True  # the uint64 view ends 7 bytes early
         first, last = self._word_edges
-        edged = np.flatnonzero((_ascii_punct(first) | _ascii_punct(last)) & ~slow)
+        punct_edge = _ascii_punct(first) | _ascii_punct(last)
+        edged = np.flatnonzero(punct_edge & ~slow)
         start, end = starts[edged], ends[edged]
         for forward in (True, False):
             active = np.flatnonzero(_ascii_punct(values[start if forward else end - 1]) & (start < end))
@@ -443,27 +462,32 @@ class TextBatch:
                 active = active[start[active] < end[active]]
                 active = active[_ascii_punct(values[start[active] if forward else end[active] - 1])]
             slow[edged[active]] = True  # very long punctuation runs: Arrow trims those
-        trimmed_start, trimmed_length = starts.copy(), ends - starts
-        trimmed_start[edged], trimmed_length[edged] = start, end - start
+        lengths = np.diff(offsets)
         long_lengths = [len(w) for w in wanted if w.isascii() and len(w) > PACKED_MAX]
-        if long_lengths:
-            slow |= np.isin(trimmed_length, long_lengths)
+        if long_lengths:  # ASCII words of the list too long to pack: Arrow compares those
+            slow[np.isin(lengths, long_lengths) & ~punct_edge] = True
+            slow[edged[np.isin(end - start, long_lengths)]] = True
         packed = [w for w in wanted if w.isascii() and len(w) <= PACKED_MAX]
         if packed:
             size_ok = np.zeros(PACKED_MAX + 2, dtype=bool)
             size_ok[[len(w) for w in packed]] = True
-            sel = np.flatnonzero(size_ok[np.minimum(trimmed_length, PACKED_MAX + 1)] & ~slow)
             as_u64 = np.ndarray((max(len(values) - 7, 0),), dtype="<u8", buffer=values, strides=(1,))
-            size = trimmed_length[sel]
-            keys = as_u64[trimmed_start[sel]]
-            if all(w.isalpha() and w.islower() for w in packed):
-                keys |= np.uint64(0x2020202020202020)  # exact for [a-z] words: only A-Z map onto a-z
-            else:
-                keys = _ascii_lower_u64(keys)
-            keys &= _LENGTH_MASKS[size]
-            keys |= size.astype(np.uint64) << np.uint64(56)
-            wanted_keys = [int.from_bytes(w.encode(), "little") | (len(w) << 56) for w in packed]
-            out[sel] = np.isin(keys, np.array(wanted_keys, dtype=np.uint64))
+            letters_only = all(w.isalpha() and w.islower() for w in packed)
+            wanted_keys = np.array([int.from_bytes(w.encode(), "little") | (len(w) << 56) for w in packed], np.uint64)
+            plain = np.flatnonzero(size_ok[np.minimum(lengths, PACKED_MAX + 1)] & ~(slow | punct_edge))
+            trimmed = np.flatnonzero(size_ok[np.minimum(end - start, PACKED_MAX + 1)] & ~slow[edged])
+            for sel, at, size in (
+                (plain, starts[plain], lengths[plain]),
+                (edged[trimmed], start[trimmed], (end - start)[trimmed]),
+            ):
+                keys = as_u64[at]
+                if letters_only:
+                    keys |= np.uint64(0x2020202020202020)  # exact for [a-z] words: only A-Z map onto a-z
+                else:
+                    keys = _ascii_lower_u64(keys)
+                keys &= _LENGTH_MASKS[size]
+                keys |= size.astype(np.uint64) << np.uint64(56)
+                out[sel] = np.isin(keys, wanted_keys)
         rest = np.flatnonzero(slow)
         if len(rest):
             words = self.words.values.take(pa.array(rest))
@@ -632,9 +656,10 @@ def repeated_groups(
     if doc_bits + sum(widths) + local_bits <= 64:
         # key = doc | keys | index inside the document: (doc << s) - doc start, plus the global index
         shift = local_bits + sum(widths)
-        offs = (np.arange(len(run_lengths), dtype=np.uint64) << np.uint64(shift)) - bounds[:-1].astype(np.uint64)
-        key = np.repeat(offs, run_lengths)
-        key += np.arange(m, dtype=np.uint64)
+        key = np.arange(m, dtype=np.uint64)
+        if doc is not None:
+            offs = (np.arange(len(run_lengths), dtype=np.uint64) << np.uint64(shift)) - bounds[:-1].astype(np.uint64)
+            key += np.repeat(offs, run_lengths)
         for part, width in zip(keys, widths, strict=True):
             shift -= width
             key += np.left_shift(_as_u64(part), np.uint64(shift))
@@ -708,7 +733,8 @@ def ngram_char_fractions(
     confused by hashing."""
     top_sizes, dup_sizes = set(top_sizes), set(dup_sizes)
     total = len(ids)
-    cum = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    cum = np.zeros(total + 1, dtype=np.int64)
+    np.cumsum(lengths, out=cum[1:])
     doc_bounds = np.searchsorted(parent, np.arange(n_docs + 1))
     doc_chars = (cum[doc_bounds[1:]] - cum[doc_bounds[:-1]]).astype(np.float64)
     top = {n: np.zeros(n_docs) for n in top_sizes}
@@ -718,22 +744,21 @@ def ngram_char_fractions(
     word_max = int(ids.max())
     # n = 2 over every position; a pair that crosses into the next document gets a first word
     # id no real word has, so it matches nothing.
-    starts = np.arange(total - 1, dtype=np.int64)
     group = ids[:-1].copy()
     cross = doc_bounds[1:-1]
     group[cross[(cross > 0) & (cross < total)] - 1] = word_max + 1
     members, first = repeated_groups([group, ids[1:]], parent[:-1], [word_max + 1, word_max])
     group_max = word_max + 1
+    starts = limit = np.zeros(0, dtype=np.int64)
     for n in range(2, max(top_sizes | dup_sizes, default=0) + 1):
         if n > 2:
-            last = starts + (n - 1)
-            inside = last < doc_bounds[parent[starts] + 1]
-            starts, group = starts[inside], group[inside]
+            inside = starts + (n - 1) < limit  # the n-gram ends inside its document
+            starts, group, limit = starts[inside], group[inside], limit[inside]
             if len(starts) < 2:
                 break
             members, first = repeated_groups([group, ids[starts + (n - 1)]], None, [group_max, word_max])
         dense = np.cumsum(first) - 1
-        rep_starts = starts[members]
+        rep_starts = members if n == 2 else starts[members]  # at n = 2 the items are the positions
         if n in top_sizes:
             top[n] = ratio(_top_ngram_chars(rep_starts, dense, first, cum, parent, n, n_docs), doc_chars)
         if n in dup_sizes:
@@ -748,7 +773,12 @@ def ngram_char_fractions(
         width = _bit_width(group_max)
         packed = (members.view(np.uint64) << np.uint64(width)) | dense.view(np.uint64)
         packed.sort()
-        starts = starts[(packed >> np.uint64(width)).view(np.int64)]
+        kept = (packed >> np.uint64(width)).view(np.int64)
+        if n == 2:
+            starts = kept
+            limit = doc_bounds[parent[starts] + 1]
+        else:
+            starts, limit = starts[kept], limit[kept]
         group = (packed & np.uint64((1 << width) - 1)).view(np.int64)
     return top, dup
 
@@ -770,7 +800,12 @@ def _top_ngram_chars(
     first_starts = starts[first]  # one per group, in group order
     chars = cum[first_starts + n] - cum[first_starts]
     score = (counts << np.int64(32)) | np.minimum(chars, 0xFFFFFFFF)
-    np.maximum.at(best, parent[first_starts], score)
+    docs = parent[first_starts]
+    if len(docs) > 1 and (docs[1:] >= docs[:-1]).all():  # groups in document order (packed keys)
+        head = np.flatnonzero(np.concatenate([[True], docs[1:] != docs[:-1]]))
+        best[docs[head]] = np.maximum.reduceat(score, head)
+    else:
+        np.maximum.at(best, docs, score)
     return ((best >> np.int64(32)) * (best & np.int64(0xFFFFFFFF))).astype(np.float64)
 
 

@@ -33,6 +33,7 @@ from curation.stages.exact_dedup import filter_removals, write_removals
 from curation.stages.minhash_math import (
     band_hashes,
     connected_components,
+    has_shingles,
     signatures,
     size_histogram,
     survivors,
@@ -108,10 +109,13 @@ class MinHashDedupStage(Stage):
             texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
             sigs = [np.zeros((0, p.num_perm), np.uint32)]
             for start in range(0, len(texts), SLICE_DOCS):  # bounds the signature matrix of big shards
-                part = signatures(texts.slice(start, SLICE_DOCS), p.ngram, p.num_perm, p.seed, p.lowercase)
-                bands = band_hashes(part, p.bands, p.rows_per_band)
-                lengths = pc.utf8_length(texts.slice(start, SLICE_DOCS)).to_numpy(zero_copy_only=False)
-                keys = doc_keys(shard, len(texts))[start : start + SLICE_DOCS]
+                part = signatures(texts.slice(start, SLICE_DOCS), p.ngram, p.num_perm, p.seed, p.lowercase,
+                                  tokenizer=p.tokenizer)
+                # Documents without shingles enter no bucket: they would share every band.
+                signed = has_shingles(part)
+                bands = band_hashes(part[signed], p.bands, p.rows_per_band)
+                lengths = pc.utf8_length(texts.slice(start, SLICE_DOCS)).to_numpy(zero_copy_only=False)[signed]
+                keys = doc_keys(shard, len(texts))[start : start + SLICE_DOCS][signed]
                 band_hash = bands.ravel()
                 rows = pa.table(
                     {

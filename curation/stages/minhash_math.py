@@ -1,14 +1,29 @@
 """The math of MinHash deduplication, vectorised with numpy: shingles, signatures, bands, components.
 
-Nothing here loops in Python per word, shingle or hash. A batch of documents is lowercased by Arrow,
-separators become spaces (a byte lookup table for ASCII, a regular expression only for documents
-with non-ASCII bytes), and words are found with byte masks. Each word is hashed straight from the
-UTF-8 bytes with a polynomial prefix sum: the hash of bytes [s, e) is (G[e] - G[s]) * P^-s, with G
-the running sum of (byte+1) * P^t mod 2^64, so equal words hash equally wherever they are. A word
-n-gram ("shingle") is sum_k M_k * word_hash[i+k] mod 2^64, mixed. MinHash then evaluates all
-permutations h_k(x) = (a_k x + b_k) mod 2^64 (multiply-add-shift, strongly universal on 32-bit
-keys) as one (permutations x shingles) matrix per block and takes per-document minima with
-`np.minimum.reduceat`.
+Nothing here loops in Python per word, shingle or hash. A batch of documents is normalised (ASCII
+documents with one byte table that lowercases and turns separators into spaces; documents with
+other bytes by Arrow: Unicode NFKC (NFC when `lowercase` is off), lowercase, separators to spaces
+by a regular expression), and units are found with byte masks:
+
+- `words` tokenizer: a unit is a run of non-separator characters (FineWeb's words);
+- `chars`: every non-separator character is a unit (character n-grams);
+- `auto` (the default): words, except that each character of a script written without spaces
+  (Han, Hiragana, Katakana, Thai, Lao, Khmer, Myanmar, Yi, Bopomofo) is a unit of its own, and so
+  is each Hangul syllable in a document whose Hangul runs average more than
+  KOREAN_SPACELESS_RUN syllables (Korean written without spaces). Space-separated text (English,
+  and any document without such characters) gets exactly the `words` units.
+
+Each unit is hashed straight from the UTF-8 bytes with a polynomial prefix sum: the hash of bytes
+[s, e) is (G[e] - G[s]) * P^-s, with G the running sum of (byte+1) * P^t mod 2^64, so equal units
+hash equally wherever they are. A unit n-gram ("shingle") is sum_k M_k * unit_hash[i+k] mod 2^64,
+mixed. MinHash then evaluates all permutations h_k(x) = (a_k x + b_k) mod 2^64 (multiply-add-shift,
+strongly universal on 32-bit keys) as one (permutations x shingles) matrix per block and takes
+per-document minima with `np.minimum.reduceat`.
+
+A document with no unit at all (empty, whitespace, or with `lowercase` only punctuation, symbols
+and emoji) has no shingle: its signature is all EMPTY (`has_shingles` is False) and the stage must
+keep it out of the LSH buckets, or all such documents would be one cluster. A document with fewer
+than `ngram` units is one shingle of all its units.
 
 Memory is bounded by construction: byte work happens in chunks of at most `SPAN_CHUNK` bytes and the
 permutation matrix in blocks of `MATRIX_BLOCK` shingles, so a 10 MB document costs a few arrays of
@@ -44,12 +59,43 @@ SEPARATORS_RE = r"[\s\x0b\p{Z}\p{P}\p{S}]+"
 WHITESPACE_RE = r"[\s\x0b\p{Z}]+"
 
 
-def _ascii_table(strip_punctuation: bool) -> np.ndarray:
-    """Byte -> byte map turning ASCII separators into spaces: the ASCII part of the regexes above
-    (string.punctuation is exactly the ASCII characters of Unicode categories P and S)."""
+TOKENIZERS = ("auto", "words", "chars")
+EMPTY = np.uint32(0xFFFFFFFF)  # every value of the signature of a document without shingles
+# Scripts written without spaces between words (code point ranges, inclusive): one unit per character.
+NO_SPACE_SCRIPTS = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x19E0, 0x19FF),  # Khmer symbols
+    (0x2E80, 0x2FDF),  # CJK and Kangxi radicals
+    (0x3005, 0x3007),  # ideographic iteration and closing marks, ideographic zero
+    (0x3021, 0x3029),  # Hangzhou numerals
+    (0x3031, 0x303C),  # kana repeat marks
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3100, 0x312F),  # Bopomofo
+    (0x31A0, 0x31FF),  # Bopomofo extended, CJK strokes, Katakana extensions
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xA000, 0xA4CF),  # Yi
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),  # half-width Katakana
+    (0x20000, 0x3FFFF),  # CJK extensions B and later
+)
+HANGUL = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xAC00, 0xD7AF))
+KOREAN_SPACELESS_RUN = 8  # mean Hangul syllables per run above which a document has no spaces
+_SCRIPT_BOUNDS = np.array([x for lo, hi in NO_SPACE_SCRIPTS for x in (lo, hi + 1)], dtype=np.int64)
+_HANGUL_BOUNDS = np.array([x for lo, hi in HANGUL for x in (lo, hi + 1)], dtype=np.int64)
+
+
+def _ascii_table(lowercase: bool) -> np.ndarray:
+    """Byte -> byte map of ASCII: separators become spaces (with `lowercase`, punctuation and
+    symbols too: string.punctuation is exactly the ASCII characters of Unicode categories P and S)
+    and, with `lowercase`, A-Z become a-z. Bytes >= 0x80 map to themselves."""
     table = np.arange(256, dtype=np.uint8)
-    for ch in ASCII_WHITESPACE + (string.punctuation if strip_punctuation else ""):
+    for ch in ASCII_WHITESPACE + (string.punctuation if lowercase else ""):
         table[ord(ch)] = SPACE
+    if lowercase:
+        table[65:91] += 32
     return table
 
 
@@ -60,10 +106,10 @@ ASCII_SEPARATORS = {True: _ascii_table(True), False: _ascii_table(False)}
 
 
 def normalize_for_shingles(texts: pa.Array, lowercase: bool) -> pa.Array:
-    """Lowercase and turn punctuation and symbols into spaces (if `lowercase`); every separator
-    becomes one or more ASCII spaces, so words are the runs of non-space bytes."""
-    if lowercase:
-        texts = pc.utf8_lower(texts)
+    """Texts ready for units: every separator becomes one or more ASCII spaces, so units are
+    found on bytes. With `lowercase`: Unicode NFKC, lowercase, and punctuation and symbols are
+    separators; without it: NFC, and only whitespace separates. ASCII documents (NFKC and NFC
+    leave them unchanged) are mapped with one byte table, the others by Arrow."""
     values, offsets = utf8_buffer(texts)
     lo, hi = int(offsets[0]), int(offsets[-1])
     mapped = ASCII_SEPARATORS[lowercase][values[lo:hi]]
@@ -77,9 +123,63 @@ def normalize_for_shingles(texts: pa.Array, lowercase: bool) -> pa.Array:
     docs = np.unique(np.searchsorted(offsets, non_ascii_bytes, side="right") - 1)
     mask = np.zeros(len(offsets) - 1, dtype=bool)
     mask[docs] = True
-    regex = SEPARATORS_RE if lowercase else WHITESPACE_RE
-    fixed = pc.replace_substring_regex(out.filter(pa.array(mask)), regex, " ")
+    rest = texts.cast(pa.large_string()).filter(pa.array(mask))
+    rest = pc.utf8_normalize(rest, "NFKC" if lowercase else "NFC")
+    if lowercase:
+        rest = pc.utf8_lower(rest)
+    fixed = pc.replace_substring_regex(rest, SEPARATORS_RE if lowercase else WHITESPACE_RE, " ")
     return pc.replace_with_mask(out, pa.array(mask), fixed)
+
+
+def unit_starts(values: np.ndarray, offsets: np.ndarray, tokenizer: str) -> tuple[np.ndarray, np.ndarray]:
+    """Characters that are units of their own (see the module docstring): their first byte
+    positions and byte lengths, sorted. `values` are normalised bytes (separators are spaces)."""
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected one of {', '.join(TOKENIZERS)}")
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    v = values[lo:hi]
+    if tokenizer == "words":
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if tokenizer == "chars":
+        leads = np.flatnonzero((v != SPACE) & ((v & 0xC0) != 0x80))
+    else:
+        leads = np.flatnonzero(v >= 0xE0)  # every no-space script lies beyond U+07FF
+    if not len(leads):
+        return leads + lo, leads
+    b0 = v[leads].astype(np.int32)
+    length = (b0 >= 0xC0).astype(np.int64) + (b0 >= 0xE0) + (b0 >= 0xF0) + 1
+    if tokenizer == "auto":
+        cps = _decode(v, leads, b0)
+        own = (np.searchsorted(_SCRIPT_BOUNDS, cps, side="right") & 1) == 1
+        hangul = (np.searchsorted(_HANGUL_BOUNDS, cps, side="right") & 1) == 1
+        if hangul.any():
+            own |= hangul & _spaceless_korean(leads, hangul, length, offsets - lo)
+        leads, length = leads[own], length[own]
+    return leads + lo, length
+
+
+def _decode(v: np.ndarray, leads: np.ndarray, b0: np.ndarray) -> np.ndarray:
+    """Code points of the 3- and 4-byte UTF-8 sequences at `leads` (first bytes `b0`)."""
+    b1, b2, b3 = (v.take(leads + k, mode="clip").astype(np.int32) & 0x3F for k in (1, 2, 3))
+    three = ((b0 & 0x0F) << 12) | (b1 << 6) | b2
+    four = ((b0 & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3
+    return np.where(b0 >= 0xF0, four, three)
+
+
+def _spaceless_korean(leads: np.ndarray, hangul: np.ndarray, length: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per Hangul character (True in `hangul`): its document's Hangul runs (characters one right
+    after the other) average more than KOREAN_SPACELESS_RUN characters."""
+    pos, size = leads[hangul], length[hangul]
+    doc = np.searchsorted(offsets, pos, side="right") - 1
+    starts_run = np.ones(len(pos), dtype=bool)
+    starts_run[1:] = (pos[1:] != pos[:-1] + size[:-1]) | (doc[1:] != doc[:-1])
+    n_docs = len(offsets) - 1
+    chars = np.bincount(doc, minlength=n_docs)
+    runs = np.bincount(doc[starts_run], minlength=n_docs)
+    spaceless = chars > KOREAN_SPACELESS_RUN * np.maximum(runs, 1)
+    out = np.zeros(len(leads), dtype=bool)
+    out[np.flatnonzero(hangul)] = spaceless[doc]
+    return out
 
 
 def utf8_buffer(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +197,11 @@ def utf8_buffer(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return values, offsets
 
 
-def word_spans(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Byte [start, end) of every word (maximal run of non-space bytes) and words per document."""
+def word_spans(
+    values: np.ndarray, offsets: np.ndarray, own: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Byte [start, end) of every unit (maximal run of non-space bytes, and each character of
+    `own` = (first byte positions, byte lengths) alone) and units per document."""
     lo, hi = int(offsets[0]), int(offsets[-1])
     v = values[lo:hi]
     n = hi - lo
@@ -113,6 +216,12 @@ def word_spans(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
         np.equal(v[1:], SPACE, out=next_space[:-1])
         prev_space[doc_starts[doc_starts < n]] = True  # a document starts a word, whatever precedes it
         next_space[doc_ends[doc_ends > 0] - 1] = True
+    if own is not None and len(own[0]):
+        first, last = own[0] - lo, own[0] - lo + own[1] - 1
+        prev_space[first] = True  # a unit starts at an own character and right after it
+        prev_space[last[last + 1 < n] + 1] = True
+        next_space[last] = True  # and ends at its last byte and right before it
+        next_space[first[first > 0] - 1] = True
     starts = np.flatnonzero(is_char & prev_space) + lo
     ends = np.flatnonzero(is_char & next_space) + (lo + 1)
     words_per_doc = np.diff(np.searchsorted(starts, offsets))
@@ -125,19 +234,19 @@ def word_spans(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
 def shingle_keys(
     word_hash: np.ndarray, words_per_doc: np.ndarray, ngram: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit key (as uint64) of every word n-gram in document order, and the document of each.
+    """32-bit key (as uint64) of every unit n-gram in document order, and the document of each.
 
     key = fmix(sum_k M_k * word_hash[i + k]) >> 32. Sums run over contiguous slices of the whole
-    batch's words; windows that cross a document end are then dropped. A document with fewer than
-    `ngram` words is one shingle of all its words; an empty one is the empty shingle, so all empty
-    documents are duplicates of each other."""
+    batch's units; windows that cross a document end are then dropped. A document with fewer than
+    `ngram` units is one shingle of all its units; a document without units has no shingle."""
     m = words_per_doc.astype(np.int64)
-    count = np.maximum(m - ngram + 1, 1)
+    count = np.where(m > 0, np.maximum(m - ngram + 1, 1), 0)
     doc_of = np.repeat(np.arange(len(m)), count)
     keys = np.zeros(len(doc_of), dtype=U64)
     word_end = np.cumsum(m)
     word_start = word_end - m
-    short = m < ngram
+    first_shingle = np.cumsum(count) - count
+    short = (m > 0) & (m < ngram)
     windows = len(word_hash) - ngram + 1
     if windows > 0:
         acc = word_hash[:windows] * SHINGLE_MULTIPLIERS[0]
@@ -148,7 +257,7 @@ def shingle_keys(
             j = word_end - back
             inside[j[(j >= word_start) & (j < windows)]] = False
         is_long_shingle = np.ones(len(doc_of), dtype=bool)
-        is_long_shingle[(np.cumsum(count) - count)[short]] = False
+        is_long_shingle[first_shingle[short]] = False
         keys[is_long_shingle] = acc[inside]
     if short.any():
         first, size = word_start[short], m[short]
@@ -156,7 +265,7 @@ def shingle_keys(
         for k in range(ngram - 1):
             present = k < size
             acc[present] += word_hash[first[present] + k] * SHINGLE_MULTIPLIERS[k]
-        keys[(np.cumsum(count) - count)[short]] = acc
+        keys[first_shingle[short]] = acc
     return fmix64(keys) >> U64(32), doc_of
 
 
@@ -255,8 +364,10 @@ def signatures(
     seed: int,
     lowercase: bool = True,
     batch_bytes: int = BATCH_BYTES,
+    tokenizer: str = "auto",
 ) -> np.ndarray:
-    """MinHash signatures, (docs, num_perm) uint32, of a column of texts."""
+    """MinHash signatures, (docs, num_perm) uint32, of a column of texts (all EMPTY for a document
+    without shingles: see `has_shingles`)."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
     a, b = minhash_permutations(num_perm, seed)
@@ -264,7 +375,7 @@ def signatures(
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     for i, j in _batches(raw_offsets, batch_bytes):
         values, offsets = utf8_buffer(normalize_for_shingles(texts.slice(i, j - i), lowercase))
-        starts, ends, words = word_spans(values, offsets)
+        starts, ends, words = word_spans(values, offsets, unit_starts(values, offsets, tokenizer))
         word_hash = span_hashes(values, starts, ends)
         del starts, ends, values
         keys, doc_of = shingle_keys(word_hash, words, ngram)
@@ -273,6 +384,13 @@ def signatures(
         update_minima(minima, keys, doc_of, a, b)
         out[i:j] = (minima >> U64(32)).T
     return out
+
+
+def has_shingles(sigs: np.ndarray) -> np.ndarray:
+    """Per signature row: False for a document without shingles (all values EMPTY). Such rows
+    must not enter the LSH buckets (they would all share every band). A real signature is all
+    EMPTY with probability 2^-(32 x num_perm)."""
+    return (sigs != EMPTY).any(axis=1)
 
 
 def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -13,7 +13,8 @@ from curation.dataset import RankMarker
 from curation.executor import run_rank
 from curation.layout import RunLayout
 from curation.plan import plan_steps
-from curation.stages.exact_dedup import choose_keepers, normalize_for_hash, text_hashes
+from curation.stages.exact_dedup import choose_keepers
+from curation.stages.exact_math import normalize_for_hash, text_hashes
 from tests.helpers import make_spec, output_rows, run_all, write_docs
 
 VARIANTS = [
@@ -30,8 +31,8 @@ def _hashes(texts: list[str], mode: str) -> list[tuple[int, int]]:
     return list(zip(hi.tolist(), lo.tolist(), strict=True))
 
 
-def test_full_normalisation_makes_whitespace_case_and_punctuation_variants_equal() -> None:
-    hashes = _hashes(VARIANTS + OTHERS, "full")
+def test_strip_punctuation_makes_whitespace_case_and_punctuation_variants_equal() -> None:
+    hashes = _hashes(VARIANTS + OTHERS, "strip-punctuation")
     assert len(set(hashes[: len(VARIANTS)])) == 1
     assert len(set(hashes)) == 1 + len(OTHERS)
 
@@ -69,7 +70,7 @@ def _run(
 
 def test_exact_dedup_removes_variants_and_keeps_the_first(tmp_path: Path) -> None:
     texts = VARIANTS + OTHERS + ["Something else entirely."]
-    out, summary = _run(tmp_path, texts)
+    out, summary = _run(tmp_path, texts, normalize="strip-punctuation")
     kept = sorted(r["doc_id"] for r in output_rows(out))
     # 3 shards round-robin: d00000 is shard 0 row 0, the lowest key of the variant group
     assert kept == ["d00000", "d00004", "d00005", "d00006"]
@@ -87,7 +88,8 @@ def test_exact_dedup_removes_variants_and_keeps_the_first(tmp_path: Path) -> Non
 
 
 def test_keep_longest_keeps_the_longest_original_text(tmp_path: Path) -> None:
-    out, _ = _run(tmp_path, ["a b c", "A  B   C", "a b c!"], keep="longest")
+    out, _ = _run(tmp_path, ["a b c", "A  B   C", "a b c!"], keep="longest",
+                  normalize="strip-punctuation")
     assert [r["doc_id"] for r in output_rows(out)] == ["d00001"]
 
 
@@ -102,8 +104,8 @@ def test_keep_first_is_deterministic_across_reruns(tmp_path: Path) -> None:
 @pytest.mark.parametrize("parallelism", [2, 3])
 def test_results_do_not_depend_on_parallelism(tmp_path: Path, parallelism: int) -> None:
     texts = [f"Doc   number {i % 11}" if i % 3 else f"doc number {i % 11}." for i in range(100)]
-    one, _ = _run(tmp_path / "one", texts, parallelism=1, shards=4)
-    many, _ = _run(tmp_path / "many", texts, parallelism=parallelism, shards=4)
+    one, _ = _run(tmp_path / "one", texts, parallelism=1, shards=4, normalize="strip-punctuation")
+    many, _ = _run(tmp_path / "many", texts, parallelism=parallelism, shards=4, normalize="strip-punctuation")
     for sub in ("data", "rejected"):
         assert sorted(map(str, output_rows(one, sub))) == sorted(map(str, output_rows(many, sub)))
     assert len(output_rows(one)) == 11

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import hashlib
 import heapq
 import inspect
+import json
 import os
 import random
 import shutil
 import subprocess
+import sys
 import textwrap
+import unicodedata
 import unittest
 from collections import Counter
 from pathlib import Path
@@ -19,12 +23,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from curation.params.heuristic import HeuristicFilterParams
 from curation.stages.heuristic import evaluate, evaluate_column
 from curation.stages.heuristic_rules import (
+    SENTENCE_END,
     TextBatch,
     c4_clean_lines,
     fineweb_measures,
@@ -405,3 +411,106 @@ def test_annotate_mode_end_to_end_with_an_empty_shard(tmp_path: Path) -> None:
     assert row["text"] == texts[0]
     assert row["c4_text"].split("\n")[-1] != "Share on Facebook" and row["c4_lines_removed"] >= 1
     assert summary["conservation"]["holds"] is True
+
+
+# ---- the vectorised kernels against the definitions ----------------------------------------
+
+SAMPLE = sorted((Path(__file__).resolve().parents[2] / "examples/data/sample").glob("*.parquet"))
+# sha256 of json.dumps(sorted((doc_id, reason))) for the bundled sample with default params: the
+# reasons of the implementation before the byte-level kernels (regular expressions per word).
+SAMPLE_REASONS_SHA256 = "56596b508432405fc04756e286c18635e98163889e535bdd3777bd0423018b92"
+TRIM = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~“”‘’«»…–—¿¡"
+
+
+def test_bundled_sample_reasons_are_unchanged() -> None:
+    table = pq.read_table(SAMPLE, columns=["doc_id", "text"])
+    reasons, _ = evaluate_column(table.column("text"), HeuristicFilterParams())
+    pairs = sorted(zip(table.column("doc_id").to_pylist(), reasons, strict=True))
+    assert hashlib.sha256(json.dumps(pairs).encode()).hexdigest() == SAMPLE_REASONS_SHA256
+
+
+def _is_symbol(ch: str) -> bool:
+    return unicodedata.category(ch)[0] in "PS"
+
+
+def _reference_quality(text: str, stop_words: list[str]) -> dict[str, float]:
+    """Gopher quality measures, written the slow obvious way."""
+    words = text.split()
+    real = [w for w in words if not all(map(_is_symbol, w))]
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+
+    def frac(num: float, den: float) -> float:
+        return num / den if den else 0.0
+
+    return {
+        "words": len(real),
+        "mean_word_length": frac(sum(map(len, real)), len(real)),
+        "hash_ratio": frac(text.count("#"), len(real)),
+        "ellipsis_ratio": frac(text.count("...") + text.count("…"), len(real)),
+        "bullet_line_frac": frac(sum(line[0] in "•-*‣◦⁃●▪–" for line in lines), len(lines)),
+        "ellipsis_line_frac": frac(sum(line.endswith(("...", "…")) for line in lines), len(lines)),
+        "alpha_word_frac": frac(sum(any(unicodedata.category(c)[0] == "L" for c in w) for w in words), len(words)),
+        "stop_words": sum(w.lower().strip(TRIM) in stop_words for w in words),
+    }
+
+
+def _reference_fineweb(text: str) -> dict[str, float]:
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    seen: set[str] = set()
+    dup_chars = 0
+    for line in lines:
+        dup_chars += len(line) if line in seen else 0
+        seen.add(line)
+    total = sum(map(len, lines))
+    n = len(lines)
+    return {
+        "line_punct_frac": sum(line[-1] in ".'\"!?։؟۔।॥።፧。！．？｡" for line in lines) / n if n else 0.0,
+        "short_line_frac": sum(len(line) < 30 for line in lines) / n if n else 0.0,
+        "dup_line_char_frac": dup_chars / total if total else 0.0,
+        "newline_word_ratio": text.count("\n") / len(text.split()) if text.split() else 0.0,
+    }
+
+
+def _random_documents(seed: int, count: int) -> list[str]:
+    """Documents from pieces that stress every byte-level path (trimming, non-ASCII, bullets,
+    ellipses, repeated lines, unusual whitespace); no character whose Python and Arrow
+    lowercase differ."""
+    rng = random.Random(seed)
+    pieces = ["the", "The", "THE", "of", "(and", "the.", '"to"', "--be--", "été", "Été", "naïve", "中文",
+              "…", "...", "....", "#tag", "{", "123", "!!!", "-", "•", "* ", "–", "x", "\u00a0", "\u3000",
+              "\u2003", "\x1c", "\x0b", "\x0c", "\r", "\t", " ", "\n", "\n\n", "\n \n", ".", "!", "?",
+              "。", "--" * 20, "“quoted”", "«", "»", "¿", "word" * 3, "with", "that,", "have;"]  # fmt: skip
+    docs = []
+    for _ in range(count):
+        parts = [rng.choice(pieces) + rng.choice([" ", " ", "\n", ""]) for _ in range(rng.choice([0, 1, 3, 20, 80]))]
+        docs.append("".join(parts + parts[: rng.randint(0, len(parts))]))
+    return docs
+
+
+def test_vectorised_measures_equal_the_definitions_on_random_and_real_text() -> None:
+    texts = _random_documents(11, 600) + PROSE + ["", " ", "\n\n"]
+    params = HeuristicFilterParams.model_validate({"gopherQuality": {"stopWords": ["the", "to", "été", "with", "that"]}})
+    batch = TextBatch(texts)
+    quality = gopher_quality_measures(batch, params.gopher_quality)
+    fineweb = fineweb_measures(batch, params.fineweb)
+    for i, text in enumerate(texts):
+        for key, value in _reference_quality(text, params.gopher_quality.stop_words).items():
+            assert quality[key][i] == pytest.approx(value), (key, text)
+        for key, value in _reference_fineweb(text).items():
+            assert fineweb[key][i] == pytest.approx(value), (key, text)
+
+
+def test_sentence_counts_equal_the_regular_expression() -> None:
+    rng = random.Random(5)
+    alphabet = list(".!?\"')]”’ \t\n\r\x0c\x0bab…(“") + ["\u00a0", "é"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(5000)]
+    texts += ['.' + '"' * 40 + " ", "a." + ")" * 20, *PROSE]
+    batch = TextBatch(texts)
+    assert batch.sentences.tolist() == pc.count_substring_regex(pa.array(texts), SENTENCE_END).to_numpy().tolist()
+
+
+def test_whitespace_of_words_is_str_split_whitespace() -> None:
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    batch = TextBatch(["a" + c + "b" for c in chars])
+    splits = batch.words.per_doc()
+    assert [c for c, n in zip(chars, splits, strict=True) if n == 2] == [c for c in chars if c.isspace()]

@@ -47,6 +47,8 @@ def slow_signature(text: str, ngram: int, num_perm: int, seed: int, lowercase: b
     if lowercase:
         text = text.lower()
     words = "".join(" " if _is_separator(c, lowercase) else c for c in text).split()
+    if not words:
+        return [int(mm.EMPTY)] * num_perm
     grams = [words[i : i + ngram] for i in range(len(words) - ngram + 1)] if len(words) >= ngram else [words]
     word_hash = {}
     for word in words:
