@@ -91,8 +91,11 @@ class PartitionWriter:
     def write(self, table: pa.Table, partition: np.ndarray) -> None:
         order = np.argsort(partition, kind="stable")
         bounds = np.searchsorted(partition[order], np.arange(self.count + 1))
+        # One take of the whole table, then zero-copy slices: a take per partition would cost
+        # the table's size per partition (pyarrow combines a chunked column's chunks to take).
+        grouped = table.take(pa.array(order, pa.int64()))
         for p in np.flatnonzero(np.diff(bounds)).tolist():
-            part = table.take(pa.array(order[bounds[p] : bounds[p + 1]], pa.int64()))
+            part = grouped.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p]))
             self.buffers.setdefault(p, []).append(part)
             self.buffered += part.nbytes
         if self.buffered >= self.budget:
