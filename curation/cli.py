@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 
-from curation.errors import CurationError
+from curation.errors import CurationError, DiskFullError
 from curation.spec import PipelineSpec
 
 
@@ -19,7 +21,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = with_paths(with_output(load_spec(args.spec), args.output), args.input, args.models)
     started = time.monotonic()
-    summary = run_pipeline(spec, workers=args.workers, progress=not args.quiet, restart=args.restart)
+    summary = run_pipeline(spec, workers=args.workers, progress=not args.quiet, restart=args.restart,
+                           notify=lambda line: print(line, file=sys.stderr))
     print(describe_summary(summary))
     out = spec.output.path.rstrip("/")
     print(f"done in {time.monotonic() - started:.1f}s: {out}/data, {out}/rejected, {out}/summary.json, "
@@ -40,6 +43,7 @@ def describe_plan(spec_path: str, spec: PipelineSpec) -> str:
                 f"    MinHash {p.ngram}-grams, {p.bands} bands x {p.rows_per_band} rows = {p.num_perm} hashes; "
                 f"S-curve threshold ~{p.threshold():.2f}; P(found) = 1-(1-J^{p.rows_per_band})^{p.bands}: {curve}"
             )
+        lines.extend(f"    {line}" for line in getattr(stage.params, "describe", list)())
         if stage.resources.gpus:
             lines.append(f"    resources: {stage.resources.gpus} GPU(s) per rank")
     lines.append("  steps:")
@@ -55,9 +59,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     print(describe_plan(args.spec, spec))
     if args.check_data:
-        from curation.runner import preflight
+        from curation.preflight import preflight
 
-        print(f"  input: {preflight(spec):,} documents found")
+        survey = preflight(spec)
+        print(f"  input: {survey.documents:,} documents found in {survey.files:,} file(s)")
+        if survey.skipped_note():
+            print(f"  {survey.skipped_note()}")
     return 0
 
 
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)
 
+    __import__("curation.cli_explain", fromlist=["add_parsers"]).add_parsers(sub)  # thresher explain
     _add_optional(sub)
     return parser
 
@@ -163,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CurationError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: disk full writing{where} ({os.strerror(err.errno)}); free space and rerun; the run resumes",
+              file=sys.stderr)
+        return DiskFullError.exit_code
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130

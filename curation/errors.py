@@ -61,3 +61,25 @@ class StepError(CurationError):
     reason = "StepFailed"
     permanent = False
     exit_code = 4
+
+
+class DiskFullError(CurationError):
+    """A write failed for lack of space (ENOSPC, or a quota); the run resumes once space is freed."""
+
+    reason = "DiskFull"
+    permanent = False
+    exit_code = 4
+
+
+class OutputInUseError(CurationError):
+    """Another `thresher run` holds the output folder's lock."""
+
+    reason = "OutputInUse"
+    permanent = False
+    exit_code = 4
+
+
+class SourceLossError(CurationError):
+    """A source lost more of its documents than `maxSourceLoss` allows (the numbers are in the message)."""
+
+    reason = "SourceLossExceeded"

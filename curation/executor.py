@@ -6,21 +6,31 @@ killed mid-way resumes at shard granularity and rewrites its files atomically.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
+import os
+import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.fs as pafs
 
 from curation.corpus import CorpusView
-from curation.dataset import Location
-from curation.errors import SpecError, StepError
+from curation.dataset import TMP_PREFIX, Location
+from curation.errors import DiskFullError, SpecError, StepError
 from curation.layout import RunLayout
+from curation.locking import LOCK_NAME
 from curation.plan import FINALIZE, INGEST, Step, data_fingerprint, find_step, plan_steps
 from curation.spec import PipelineSpec
 from curation.stages import load_stage_class
 from curation.stages.base import StepContext
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+TMP_NAME = re.compile(r"^" + re.escape(TMP_PREFIX) + r"[0-9a-f]{32}-")
 
 
 def with_output(spec: PipelineSpec, output: str | None) -> PipelineSpec:
@@ -70,13 +80,21 @@ def claim_output(spec: PipelineSpec, check_input: bool = False) -> None:
                 "rerun with --restart"
             )
         return
-    if layout.root.exists() and layout.root.list(recursive=True, hidden=True):
+    refuse_foreign_output(spec)
+    layout.fingerprint.write_json_atomic({"fingerprint": fp, "input": input_identity(spec),
+                                          "spec": spec.model_dump(mode="json", by_alias=True)})
+
+
+def refuse_foreign_output(spec: PipelineSpec) -> None:
+    """An existing folder with files that Thresher did not write is never used (or deleted)."""
+    layout = RunLayout.of(spec.output.path)
+    if layout.fingerprint.exists() or not layout.root.exists():
+        return
+    if [n for n in layout.root.list(recursive=True, hidden=True) if n != LOCK_NAME]:
         raise SpecError(
             f"output.path {spec.output.path} exists and is not a Thresher output folder; "
             "choose an empty or new folder"
         )
-    layout.fingerprint.write_json_atomic({"fingerprint": fp, "input": input_identity(spec),
-                                          "spec": spec.model_dump(mode="json", by_alias=True)})
 
 
 def restart_output(spec: PipelineSpec) -> None:
@@ -87,10 +105,55 @@ def restart_output(spec: PipelineSpec) -> None:
     if not layout.fingerprint.exists():
         raise SpecError(f"output.path {spec.output.path} is not a Thresher output folder; refusing to delete it")
     for info in layout.root.fs.get_file_info(pafs.FileSelector(layout.root.path)):
+        if info.base_name == LOCK_NAME:
+            continue  # held by this run: deleting it would let a second run in
         if info.type == pafs.FileType.Directory:
             layout.root.fs.delete_dir(info.path)
         else:
             layout.root.fs.delete_file(info.path)
+
+
+def remove_temporary_files(spec: PipelineSpec) -> int:
+    """Delete the `.tmp-*` files a killed writer left anywhere below the output (every finished
+    file was renamed from one); call only when no rank is writing. Returns how many went."""
+    layout = RunLayout.of(spec.output.path)
+    if not layout.root.is_dir():
+        return 0
+    stale = [n for n in layout.root.list(recursive=True, hidden=True) if n.rsplit("/", 1)[-1].startswith(TMP_PREFIX)]
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):
+            layout.root.fs.delete_file(layout.root.join(name).path)
+    return len(stale)
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(output_path: str) -> Iterator[None]:
+    """ENOSPC (or a full quota) anywhere inside becomes one line naming the path being written."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        where = err.filename or _newest_temporary_file(output_path) or f"below {output_path}"
+        raise DiskFullError(
+            f"disk full writing {where} ({os.strerror(err.errno)}); free space and rerun; the run resumes"
+        ) from None
+
+
+def _newest_temporary_file(output_path: str) -> str | None:
+    """The final name of the file most recently being written below the output (a writer that
+    failed without saying which file leaves its temporary file behind)."""
+    root = Location.of(output_path)
+    try:
+        infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True, allow_not_found=True))
+    except OSError:
+        return None
+    temporary = [i for i in infos if i.type == pafs.FileType.File and i.base_name.startswith(TMP_PREFIX)]
+    if not temporary:
+        return None
+    newest = max(temporary, key=lambda i: i.mtime_ns or 0)
+    final = TMP_NAME.sub("", newest.base_name)
+    return f"{newest.path.rsplit('/', 1)[0]}/{final}"
 
 
 def stage_config(spec: PipelineSpec, step: Step) -> Any:
@@ -140,8 +203,10 @@ def check_dependencies(step: Step, steps: list[Step], layout: RunLayout) -> None
 
 def run_rank(spec: PipelineSpec, step_id: str, rank: int, world_size: int | None = None) -> dict[str, Any]:
     """Run one rank of one step; returns the rank's statistics (also stored in its marker)."""
-    from curation.dataset import RankMarker
+    from curation import storage
+    from curation.dataset import READS, RankMarker
 
+    storage.configure(spec.storage)
     steps = plan_steps(spec)  # once per rank: the context hands the plan to the stage
     step = find_step(spec, step_id, steps)
     if world_size is None:
@@ -156,17 +221,22 @@ def run_rank(spec: PipelineSpec, step_id: str, rank: int, world_size: int | None
     layout = RunLayout.of(spec.output.path)
     if step.id != steps[0].id and not layout.fingerprint.exists():
         raise StepError(f"{spec.output.path}: no run found (run step {steps[0].id} first)")
-    claim_output(spec)
-    marker = RankMarker(layout.work, step.id)
-    if marker.is_done(rank, world_size):
-        return {**marker.read(rank, world_size), "skipped": True}
-    check_dependencies(step, steps, layout)
-    started = time.time()
-    ctx = build_context(spec, step, steps)
-    cls = load_stage_class(step.stage_type)
-    stage = cls(stage_config(spec, step), spec)
-    stats = stage.run(ctx, rank, world_size)
-    stats = {**stats, "step": step.id, "rank": rank, "world_size": world_size, "started": started,
-             "finished": time.time()}
-    marker.mark(rank, world_size, stats)
+    with disk_full_is_an_error(spec.output.path):
+        claim_output(spec)
+        marker = RankMarker(layout.work, step.id)
+        if marker.is_done(rank, world_size):
+            return {**marker.read(rank, world_size), "skipped": True}
+        check_dependencies(step, steps, layout)
+        started = time.time()
+        ctx = build_context(spec, step, steps)
+        cls = load_stage_class(step.stage_type)
+        stage = cls(stage_config(spec, step), spec)
+        reads = dataclasses.replace(READS)
+        stats = stage.run(ctx, rank, world_size)
+        stats = {**stats, "objects_read": READS.objects - reads.objects, "bytes_read": READS.bytes - reads.bytes,
+                 "step": step.id, "rank": rank, "world_size": world_size, "started": started,
+                 "finished": time.time()}
+        marker.mark(rank, world_size, stats)
+        if step.id == steps[-1].id:  # the run is complete and nothing else writes: sweep
+            remove_temporary_files(spec)
     return stats

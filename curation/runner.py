@@ -7,53 +7,56 @@ Ctrl-C) continues where it stopped and produces the same output.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
 from curation.dataset import RankMarker
-from curation.executor import claim_output, restart_output, run_rank
+from curation.executor import (
+    claim_output,
+    disk_full_is_an_error,
+    remove_temporary_files,
+    restart_output,
+    run_rank,
+)
 from curation.layout import RunLayout
+from curation.locking import output_lock
 from curation.plan import Step, plan_steps
+from curation.preflight import preflight
 from curation.spec import PipelineSpec
 
 MODEL_STAGES = {"quality-score", "semantic-dedup", "redundancy-control", "rephrase"}
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+__all__ = ["describe_summary", "preflight", "run_pipeline"]
 
 
-def preflight(spec: PipelineSpec) -> int:
-    """Checks that need the data but not the work: fail before anything is written.
-    Returns the number of input documents."""
-    from curation.dataset import Location
-    from curation.errors import SpecError
-    from curation.stages.ingest import require_documents
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker never outlives the runner, however the runner ends (SIGKILL and
+    SIGTERM included). Linux: the kernel kills the worker when its parent dies (PR_SET_PDEATHSIG);
+    elsewhere, and as a fallback, a thread checks the parent every second."""
+    from curation.locking import release_inherited
 
-    out = Location.of(spec.output.path)
-    for what, other in (("input.path", spec.input.path), ("models.path", spec.models.path)):
-        loc = Location.of(other)
-        if type(loc.fs) is not type(out.fs):
-            continue
-        a, b = _resolved(loc), _resolved(out)
-        if a.startswith(b) or b.startswith(a):
-            raise SpecError(
-                f"output.path {spec.output.path} and {what} {other} overlap"
-                f"{' (after following symbolic links)' if (a, b) != (loc.path + '/', out.path + '/') else ''}; "
-                "the output must be outside them (inputs are never modified)"
-            )
-    if out.exists() and not out.is_dir():
-        raise SpecError(f"output.path {spec.output.path} is a file; choose a folder")
-    if os.path.islink(out.path) and not os.path.exists(out.path):
-        raise SpecError(f"output.path {spec.output.path} is a dangling symbolic link; remove it or choose another")
-    return require_documents(spec)  # also refuses a folder without input files
+    release_inherited()  # a forked worker must not keep the output's lock alive
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the runner died before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="thresher-parent-watch", daemon=True).start()
 
 
-def _resolved(loc: Any) -> str:
-    """A local path with every symbolic link followed (compare real places, not names)."""
-    path = os.path.realpath(loc.path) if loc.fs.type_name == "local" else loc.path
-    return path.rstrip("/") + "/"
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _run_one(spec_json: str, step_id: str, rank: int, world_size: int) -> dict[str, Any]:
@@ -85,12 +88,24 @@ def run_pipeline(
     workers: int | None = None,
     progress: bool = True,
     restart: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the whole pipeline; returns the summary."""
-    preflight(spec)
-    if restart:
-        restart_output(spec)
-    claim_output(spec, check_input=True)
+    """Run (or resume) the whole pipeline; returns the summary. `notify` receives notes for the
+    user (e.g. skipped input files) before the first step."""
+    survey = preflight(spec)
+    if notify is not None and survey.skipped_note():
+        notify(f"note: {survey.skipped_note()}")
+    with disk_full_is_an_error(spec.output.path), output_lock(spec.output.path):
+        if restart:
+            restart_output(spec)
+        claim_output(spec, check_input=True)
+        _run_steps(spec, workers, progress)
+        remove_temporary_files(spec)  # also after a rerun that had nothing left to do
+        summary: dict[str, Any] = RunLayout.of(spec.output.path).summary.read_json()
+    return summary
+
+
+def _run_steps(spec: PipelineSpec, workers: int | None, progress: bool) -> None:
     layout = RunLayout.of(spec.output.path)
     workers = max(1, workers or os.cpu_count() or 1)
     steps = plan_steps(spec)
@@ -108,7 +123,8 @@ def run_pipeline(
         elif todo:
             procs = min(workers, len(todo))
             with _limit_threads(step, procs), ProcessPoolExecutor(
-                max_workers=procs, mp_context=_pool_context(step)
+                max_workers=procs, mp_context=_pool_context(step), initializer=_die_with_parent,
+                initargs=(os.getpid(),),
             ) as pool:
                 futures = [pool.submit(_run_one, spec_json, step.id, r, step.world_size) for r in todo]
                 wait(futures, return_when=FIRST_EXCEPTION)
@@ -122,8 +138,6 @@ def run_pipeline(
             bar.update(1)
     if bar is not None:
         bar.close()
-    summary: dict[str, Any] = layout.summary.read_json()
-    return summary
 
 
 def _progress(total: int, enabled: bool) -> Any:

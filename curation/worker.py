@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from curation.errors import CurationError
+from curation.errors import CurationError, SpecError
 from curation.executor import run_rank, with_output, with_paths
 from curation.plan import find_step
 from curation.spec import load_spec
@@ -40,6 +40,18 @@ def write_termination(text: str, path: str | None) -> None:
         pass  # not in a pod (or no termination log): stdout still carries the stats
 
 
+def _env_number(name: str, default: int | None, what: str, fix: str) -> int:
+    """A whole number from the environment; a missing or malformed value is a one-line error."""
+    value = os.environ.get(name)
+    if value is None:
+        if default is None:
+            raise SpecError(f"--rank not given and {name} is not set; {fix}")
+        return default
+    if not value.strip().isdigit():
+        raise SpecError(f"{name} is {value!r}, not {what}; {fix}")
+    return int(value)
+
+
 def run_worker(
     spec_path: str,
     step_id: str,
@@ -53,13 +65,12 @@ def run_worker(
 ) -> int:
     try:
         if rank is None:
-            env_rank = os.environ.get("JOB_COMPLETION_INDEX")
-            if env_rank is None:
-                raise CurationError("--rank not given and JOB_COMPLETION_INDEX is not set")
-            rank = int(env_rank)
+            rank = _env_number("JOB_COMPLETION_INDEX", None, "a rank number (0, 1, 2, ...)",
+                               "pass --rank or run in an Indexed Job")
         spec = with_paths(with_output(load_spec(spec_path), output), input_path, models_path)
         step = find_step(spec, step_id)
-        port = metrics_port if metrics_port is not None else int(os.environ.get("THRESHER_METRICS_PORT", "9400"))
+        port = metrics_port if metrics_port is not None else _env_number(
+            "THRESHER_METRICS_PORT", 9400, "a port number", "set it to a port, or 0 to serve no metrics")
         from curation import metrics
 
         try:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from curation.errors import SpecError
-from curation.spec import parse_spec
+from curation.spec import load_spec, parse_spec
 
 BASE = {"input": {"path": "in"}, "output": {"path": "out"}}
 
@@ -56,3 +58,16 @@ def test_minhash_threshold_follows_the_s_curve() -> None:
     p = parse_spec({**BASE, "stages": [{"type": "minhash-dedup"}]}).stages[0].params
     assert 0.70 < p.threshold() < 0.75  # (1/14)^(1/8) = 0.719
     assert p.detection_probability(0.9) > 0.99 and p.detection_probability(0.5) < 0.06
+
+
+def test_duplicate_keys_are_refused_but_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("input: {path: in}\noutput: {path: out}\nstages:\n"
+                      "  - {type: minhash-dedup, params: &p {bands: 10, rowsPerBand: 5}}\n"
+                      "  - {type: minhash-dedup, name: again, params: {<<: *p, bands: 12}}\n")
+    second = load_spec(merged).stages[1].params
+    assert (second.bands, second.rows_per_band) == (12, 5)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("input: {path: in}\noutput: {path: out}\nstages: [{type: exact-dedup}]\noutput: {path: o2}\n")
+    with pytest.raises(SpecError, match=r"dup.yaml: line 4: key 'output' appears twice in one mapping \(first on line 2\)"):
+        load_spec(dup)
