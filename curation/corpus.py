@@ -6,7 +6,7 @@ still alive when it started — a *decision file* with
 
     _row      the document's row in the shard's universe (canonical rows, then synthetic rows)
     reason    null = kept, else why it was removed
-    ...       evidence (`dup_of`, `similarity`) and annotation columns (`quality_score`, ...)
+    ...       evidence (`dup_of`, `similarity`, `dup_group`, ...) and annotation columns (`quality_score`, ...)
     text      optional: a modifier stage's new text for the rows it changed
 
 A stage that creates documents (rephrase) also writes a synthetic file per shard: full rows whose
@@ -40,9 +40,18 @@ REASON = "reason"
 STAGE = "stage"
 DUP_OF = "dup_of"
 SIMILARITY = "similarity"
+SIMILARITY_ESTIMATE = "similarity_estimate"
+DUP_GROUP = "dup_group"
+REDUNDANCY_RANK = "redundancy_rank"
 SYNTHETIC_SOURCE = "synthetic_source_id"
-# Columns that explain a removal: published on rejected rows only.
-EVIDENCE = (DUP_OF, SIMILARITY)
+# Columns that explain a removal: published on rejected rows only (see docs/dedup-evidence.md).
+#   dup_of               id of the kept document the removed one duplicates (in the stage's output)
+#   similarity           how similar the two are: exact 1.0; MinHash the exact shingle Jaccard with
+#                        `verify: text`, else the signature estimate; semantic and redundancy the cosine
+#   similarity_estimate  MinHash only: the signature estimate of the Jaccard (always)
+#   dup_group            the duplicate group (the survivor's id; MinHash: the LSH component's first member)
+#   redundancy_rank      redundancy control: the document's place in its cluster's keep order
+EVIDENCE = (DUP_OF, SIMILARITY, SIMILARITY_ESTIMATE, DUP_GROUP, REDUNDANCY_RANK)
 INTERNAL = (ROW, BYTES, INGEST_REASON)
 # Columns Thresher writes into `data/` or `rejected/`: an input column with one of these names
 # would be overwritten, so ingest refuses it (see docs/architecture.md, "Reserved columns").

@@ -3,16 +3,25 @@
     signatures (map)     per shard: MinHash signatures (vectorised, `minhash_math`), one 64-bit
                          hash per band; rows (band hash, key, length) go to partition
                          band hash % P, one Parquet file per (partition, rank); P is sized so
-                         one partition fits a reduce rank's memory. With `verifyThreshold`, the
-                         full signatures are also kept per shard.
+                         one partition fits a reduce rank's memory. Side files per shard: the
+                         signatures (`sigs/`, rows x bands*rowsPerBand uint32: the evidence's
+                         estimate) and, with `verify: text`, every document's shingle set
+                         (`shingles/`: sorted distinct 32-bit shingle keys and offsets)
     buckets (reduce)     rank r groups equal band hashes of its partitions over all ranks and links
                          every member of a bucket to the bucket's smallest key (O(n) edges, not
-                         all pairs); optionally drops edges whose signatures agree less than
-                         `verifyThreshold`
+                         all pairs); the candidate pairs go to pair partitions (a hash of the
+                         member), so a pair found in several bands lands in one partition
+    verify (reduce)      per pair partition: each candidate pair once; with `verify`, its signature
+                         agreement or the exact Jaccard of the two shingle sets (read by row from the
+                         side files, in batches of bounded size) must reach `verifyThreshold`;
+                         writes the edges, counts the rejected pairs and samples a few
     components (global)  union-find over the edges only (they grow with duplicates, not with the
-                         corpus); one survivor per component (`keep`);
-                         the removal list (key, id of the survivor) sorted by key; cluster sizes
-    filter (map)         per shard: removed rows get reason `near-duplicate` and `dup_of`
+                         corpus); one survivor per component (`keep`); the removal list (key, id of
+                         the survivor, its key, the component's first member) sorted by key
+    filter (map)         per shard: removed rows get reason `near-duplicate`, `dup_of` (the
+                         survivor), `similarity_estimate` (signature agreement with the survivor),
+                         `similarity` (the exact shingle Jaccard with `verify: text`, else the
+                         estimate) and `dup_group`; the survivors' side-file rows are read by row
 
 Band hashes are seeded with the band index, so a bucket is identified by the hash alone and any
 partition count works.
@@ -20,32 +29,49 @@ partition count works.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.corpus import PARTITION_ROWS, partition_count
-from curation.dataset import ID, TEXT, read_table, write_table_atomic
-from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys
-from curation.stages.exact_dedup import filter_removals, write_removals
+from curation.corpus import (
+    DUP_GROUP,
+    DUP_OF,
+    PARTITION_ROWS,
+    SIMILARITY,
+    SIMILARITY_ESTIMATE,
+    partition_count,
+)
+from curation.dataset import ID, TEXT, Location, read_table, write_table_atomic
+from curation.sidefiles import read_npy, write_npy
+from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys, split_keys
 from curation.stages.minhash_math import (
     band_hashes,
     connected_components,
+    fmix64,
     has_shingles,
-    signatures,
+    pair_jaccard,
+    signatures_and_shingles,
     size_histogram,
+    sorted_unique,
     survivors,
 )
+from curation.stages.removals import read_removals, removal_rows, write_evidence_split, write_removals
 
 REASON = "near-duplicate"
 BAND_SCHEMA = pa.schema([("band_hash", pa.uint64()), ("key", pa.uint64()), ("length", pa.int64())])
 EDGE_SCHEMA = pa.schema(
     [("u", pa.uint64()), ("v", pa.uint64()), ("u_length", pa.int64()), ("v_length", pa.int64())]
 )
-VERIFY_BLOCK = 1 << 16  # edges compared at once (x num_perm bytes)
+REMOVALS_SCHEMA = pa.schema(
+    [("key", pa.uint64()), (DUP_OF, pa.string()), ("survivor", pa.uint64()), (DUP_GROUP, pa.string())]
+)
+VERIFY_BLOCK = 1 << 16  # pairs whose signatures are compared at once (x 2 x num_perm x 4 bytes)
+VERIFY_KEYS = 1 << 23  # shingle keys of the pairs Jaccard-compared at once (x ~24 bytes at the peak)
 SLICE_DOCS = 1 << 16  # documents whose signatures are held at once (x num_perm x 4 bytes)
+REJECTED_SAMPLE = 20  # rejected candidate pairs kept for the report (over all verify ranks)
 REMOVALS = "removals.parquet"
 
 
@@ -71,6 +97,14 @@ def bucket_edges(band_hash: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, n
     return member[fresh], head[fresh]
 
 
+def unique_pairs(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct (u, v), sorted by (u, v)."""
+    order = np.lexsort((v, u))
+    fresh = np.ones(len(order), dtype=bool)
+    fresh[1:] = (u[order][1:] != u[order][:-1]) | (v[order][1:] != v[order][:-1])
+    return order[fresh]
+
+
 def signature_agreement(sig_u: np.ndarray, sig_v: np.ndarray) -> np.ndarray:
     """Fraction of equal signature values per pair: an unbiased estimate of Jaccard similarity."""
     out = np.empty(len(sig_u), dtype=np.float64)
@@ -79,10 +113,26 @@ def signature_agreement(sig_u: np.ndarray, sig_v: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sig_array(column: pa.ChunkedArray, num_perm: int) -> np.ndarray:
-    arr = column.combine_chunks()
-    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint32)
-    return raw[arr.offset * num_perm : (arr.offset + len(arr)) * num_perm].reshape(-1, num_perm)
+def range_indices(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + n) for each (s, n), vectorised."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(sizes) - sizes), sizes)
+    return shift + np.arange(total, dtype=np.int64)
+
+
+def pair_batches(sizes: np.ndarray, budget: int) -> Iterator[slice]:
+    """Consecutive slices of pairs whose summed sizes stay within `budget` (a pair larger than
+    the budget is a batch alone)."""
+    ends = np.cumsum(np.asarray(sizes, dtype=np.int64))
+    i, n = 0, len(ends)
+    while i < n:
+        base = ends[i - 1] if i else 0
+        j = max(i + 1, int(np.searchsorted(ends, base + budget, side="right")))
+        yield slice(i, min(j, n))
+        i = j
 
 
 # ---- the stage ---------------------------------------------------------------------------------
@@ -90,27 +140,114 @@ def _sig_array(column: pa.ChunkedArray, num_perm: int) -> np.ndarray:
 
 class MinHashDedupStage(Stage):
     type_name = "minhash-dedup"
-    steps = ("signatures", "buckets", "components", "filter")
+    steps = ("signatures", "buckets", "verify", "components", "filter")
 
-    def _sig_file(self, ctx: StepContext, shard: int) -> Any:
-        return ctx.scratch.join("sigs", f"s{shard:05d}.parquet")
+    # ---- side files ------------------------------------------------------------------------
+
+    def _sig_file(self, ctx: StepContext, shard: int) -> Location:
+        return ctx.scratch.join("sigs", f"s{shard:05d}.npy")
+
+    def _set_files(self, ctx: StepContext, shard: int) -> tuple[Location, Location]:
+        return (ctx.scratch.join("shingles", f"s{shard:05d}.keys.npy"),
+                ctx.scratch.join("shingles", f"s{shard:05d}.offsets.npy"))
 
     def _partitions(self, ctx: StepContext) -> int:
         rows = (ctx.input.corpus.rows if ctx.input else 0) * self.params.bands
         return partition_count(rows, PARTITION_ROWS["bands"], ctx.peer("buckets").world_size)
 
+    def _pair_partitions(self, ctx: StepContext) -> int:
+        # A document is a member of at most one pair per band: the band budget bounds the pairs too.
+        rows = (ctx.input.corpus.rows if ctx.input else 0) * self.params.bands
+        return partition_count(rows, PARTITION_ROWS["bands"], ctx.peer("verify").world_size)
+
+    def read_signatures(self, ctx: StepContext, keys: np.ndarray) -> np.ndarray:
+        """Signature rows of `keys` (any order, repeats allowed), read by row from the side files."""
+        nodes = sorted_unique(keys)
+        inverse = np.searchsorted(nodes, keys)
+        shard_of, row_of = split_keys(nodes)
+        sig = np.empty((len(nodes), self.params.num_perm), dtype=np.uint32)
+        for shard in np.unique(shard_of).tolist():
+            here = np.flatnonzero(shard_of == shard)
+            sig[here] = read_npy(self._sig_file(ctx, shard), row_of[here])
+        return sig[inverse]
+
+    def read_sets(self, ctx: StepContext, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shingle sets of `nodes` (sorted, distinct keys): concatenated keys and each node's size."""
+        shard_of, row_of = split_keys(nodes)
+        keys: list[np.ndarray] = []
+        sizes = np.zeros(len(nodes), dtype=np.int64)
+        for shard in np.unique(shard_of).tolist():  # nodes are sorted: each shard is one run
+            here = np.flatnonzero(shard_of == shard)
+            rows = row_of[here]
+            keys_loc, offsets_loc = self._set_files(ctx, shard)
+            lookup = sorted_unique(np.concatenate([rows, rows + 1]))
+            bounds = read_npy(offsets_loc, lookup)
+            start = bounds[np.searchsorted(lookup, rows)]
+            stop = bounds[np.searchsorted(lookup, rows + 1)]
+            sizes[here] = stop - start
+            index = range_indices(start, stop - start)
+            keys.append(read_npy(keys_loc, index) if len(index) else np.zeros(0, np.uint32))
+        return (np.concatenate(keys) if keys else np.zeros(0, np.uint32)), sizes
+
+    def set_sizes(self, ctx: StepContext, nodes: np.ndarray) -> np.ndarray:
+        """Number of distinct shingles of each of `nodes` (sorted, distinct keys)."""
+        shard_of, row_of = split_keys(nodes)
+        sizes = np.zeros(len(nodes), dtype=np.int64)
+        for shard in np.unique(shard_of).tolist():
+            here = np.flatnonzero(shard_of == shard)
+            rows = row_of[here]
+            lookup = sorted_unique(np.concatenate([rows, rows + 1]))
+            bounds = read_npy(self._set_files(ctx, shard)[1], lookup)
+            sizes[here] = bounds[np.searchsorted(lookup, rows + 1)] - bounds[np.searchsorted(lookup, rows)]
+        return sizes
+
+    def exact_jaccard(self, ctx: StepContext, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of the shingle sets of each pair (u[i], v[i]), in batches of at most
+        VERIFY_KEYS shingle keys: memory stays bounded whatever the number of pairs."""
+        out = np.zeros(len(u), dtype=np.float64)
+        if not len(u):
+            return out
+        nodes = sorted_unique(np.concatenate([u, v]))
+        size_of = self.set_sizes(ctx, nodes)
+        pair_size = size_of[np.searchsorted(nodes, u)] + size_of[np.searchsorted(nodes, v)]
+        for batch in pair_batches(pair_size, VERIFY_KEYS):
+            bu, bv = u[batch], v[batch]
+            here = sorted_unique(np.concatenate([bu, bv]))
+            flat, sizes = self.read_sets(ctx, here)
+            starts = np.cumsum(sizes) - sizes
+            iu, iv = np.searchsorted(here, bu), np.searchsorted(here, bv)
+            out[batch] = pair_jaccard(flat[range_indices(starts[iu], sizes[iu])], sizes[iu],
+                                      flat[range_indices(starts[iv], sizes[iv])], sizes[iv])
+        return out
+
+    def estimate(self, ctx: StepContext, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Signature agreement of each pair (u[i], v[i]), in blocks of VERIFY_BLOCK pairs."""
+        out = np.zeros(len(u), dtype=np.float64)
+        for i in range(0, len(u), VERIFY_BLOCK):
+            block = slice(i, i + VERIFY_BLOCK)
+            out[block] = signature_agreement(self.read_signatures(ctx, u[block]), self.read_signatures(ctx, v[block]))
+        return out
+
+    # ---- signatures (map) --------------------------------------------------------------------
+
     def step_signatures(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
         p = self.params
+        with_sets = p.verify_mode == "text"
         writer = PartitionWriter(ctx, "signatures", rank, self._partitions(ctx), BAND_SCHEMA)
         documents = 0
+        shingles = 0
         for shard in ctx.shards_for(rank, world_size):
             texts = source.read_shard(shard, columns=[TEXT]).column(TEXT)
             texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
             sigs = [np.zeros((0, p.num_perm), np.uint32)]
+            sets: list[np.ndarray] = []
+            sizes: list[np.ndarray] = []
             for start in range(0, len(texts), SLICE_DOCS):  # bounds the signature matrix of big shards
-                part = signatures(texts.slice(start, SLICE_DOCS), p.ngram, p.num_perm, p.seed, p.lowercase,
-                                  tokenizer=p.tokenizer)
+                part, flat, offsets = signatures_and_shingles(
+                    texts.slice(start, SLICE_DOCS), p.ngram, p.num_perm, p.seed, p.lowercase,
+                    tokenizer=p.tokenizer, with_sets=with_sets,
+                )
                 # Documents without shingles enter no bucket: they would share every band.
                 signed = has_shingles(part)
                 bands = band_hashes(part[signed], p.bands, p.rows_per_band)
@@ -126,65 +263,119 @@ class MinHashDedupStage(Stage):
                     schema=BAND_SCHEMA,
                 )
                 writer.write(rows, (band_hash % np.uint64(writer.count)).astype(np.int64))
-                if p.verify_threshold is not None:
-                    sigs.append(part)
-            if p.verify_threshold is not None:
-                matrix = np.ascontiguousarray(np.concatenate(sigs))
-                blob = pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(4 * p.num_perm), len(matrix), [None, pa.py_buffer(matrix.tobytes())]
-                )
-                write_table_atomic(self._sig_file(ctx, shard), pa.table({"sig": blob}))
+                sigs.append(part)
+                if with_sets:
+                    sets.append(flat)
+                    sizes.append(np.diff(offsets))
+            write_npy(self._sig_file(ctx, shard), np.concatenate(sigs))
+            if with_sets:
+                keys_loc, offsets_loc = self._set_files(ctx, shard)
+                flat_all = np.concatenate(sets) if sets else np.zeros(0, np.uint32)
+                counts = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+                write_npy(keys_loc, flat_all)
+                write_npy(offsets_loc, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+                shingles += len(flat_all)
             documents += len(texts)
         writer.close()
         # The signatures step reports no document counts: only the filter step does.
         stats = StageStats()
         stats.extra = {"signed": documents}
+        if with_sets:
+            stats.extra["shingles_stored"] = shingles
         return stats.to_dict()
 
+    # ---- buckets (reduce over band partitions) -------------------------------------------------
+
     def step_buckets(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        edges: list[pa.Table] = []
-        candidates = failed = 0
+        pairs = self._pair_partitions(ctx)
+        writer = PartitionWriter(ctx, "pairs", rank, pairs, EDGE_SCHEMA)
+        candidates = 0
         for partition in range(rank, self._partitions(ctx), world_size):
             table = ctx.read_partition("signatures", partition, BAND_SCHEMA)
             band_hash, keys, lengths = (table.column(c).to_numpy() for c in ("band_hash", "key", "length"))
             member, head = bucket_edges(band_hash, keys)
             candidates += len(member)
-            if self.params.verify_threshold is not None and len(member):
-                keep = self._verify(ctx, keys[member], keys[head]) >= self.params.verify_threshold
-                failed += int((~keep).sum())
-                member, head = member[keep], head[keep]
-            edges.append(pa.table(
-                {"u": keys[member], "v": keys[head], "u_length": lengths[member], "v_length": lengths[head]},
+            if not len(member):
+                continue
+            u = keys[member]
+            edges = pa.table(
+                {"u": u, "v": keys[head], "u_length": lengths[member], "v_length": lengths[head]},
                 schema=EDGE_SCHEMA,
-            ))
-        table = pa.concat_tables(edges) if edges else EDGE_SCHEMA.empty_table()
-        write_table_atomic(ctx.scratch.join("buckets", f"r{rank:05d}.parquet"), table)
+            )
+            writer.write(edges, (fmix64(u.copy()) % np.uint64(pairs)).astype(np.int64))
+        writer.close()
         stats = StageStats()
-        stats.extra = {"candidate_pairs": candidates}
-        if self.params.verify_threshold is not None:
-            stats.extra["pairs_failed_verification"] = failed
+        stats.extra = {"bucket_pairs": candidates}
         return stats.to_dict()
 
-    def _verify(self, ctx: StepContext, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Signature agreement of each (u, v), loading only the signatures of the shards involved."""
-        num_perm = self.params.num_perm
-        nodes = np.unique(np.concatenate([u, v]))
-        shard_of = (nodes >> np.uint64(32)).astype(np.int64)
-        sig = np.empty((len(nodes), num_perm), dtype=np.uint32)
-        for shard in np.unique(shard_of).tolist():
-            mat = _sig_array(read_table(self._sig_file(ctx, shard)).column("sig"), num_perm)
-            here = shard_of == shard
-            sig[here] = mat[(nodes[here] & np.uint64(0xFFFFFFFF)).astype(np.int64)]
-        return signature_agreement(sig[np.searchsorted(nodes, u)], sig[np.searchsorted(nodes, v)])
+    # ---- verify (reduce over pair partitions) --------------------------------------------------
+
+    def step_verify(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        stats = StageStats()  # started now: its `seconds` time the step
+        mode, threshold = self.params.verify_mode, self.params.verify_at
+        edges: list[pa.Table] = []
+        candidates = failed = 0
+        sample: list[tuple[int, int, int, float]] = []  # (order hash, u, v, similarity)
+        cap = -(-REJECTED_SAMPLE // world_size)  # about REJECTED_SAMPLE over all ranks
+        for partition in range(rank, self._pair_partitions(ctx), world_size):
+            table = ctx.read_partition("pairs", partition, EDGE_SCHEMA, writer="buckets")
+            if not table.num_rows:
+                continue
+            u, v = table.column("u").to_numpy(), table.column("v").to_numpy()
+            first = unique_pairs(u, v)
+            table, u, v = table.take(pa.array(first)), u[first], v[first]
+            candidates += len(u)
+            if mode != "none":
+                similarity = self.exact_jaccard(ctx, u, v) if mode == "text" else self.estimate(ctx, u, v)
+                keep = similarity >= threshold
+                failed += int((~keep).sum())
+                gone = np.flatnonzero(~keep)
+                order = fmix64(u[gone] ^ fmix64(v[gone].copy()))  # a seeded, parallelism-free choice
+                for i in np.argsort(order)[:cap].tolist():
+                    sample.append((int(order[i]), int(u[gone[i]]), int(v[gone[i]]), float(similarity[gone[i]])))
+                sample = sorted(sample)[:cap]
+                table = table.filter(pa.array(keep))
+            edges.append(table)
+        out = pa.concat_tables(edges) if edges else EDGE_SCHEMA.empty_table()
+        write_table_atomic(ctx.scratch.join("verify", f"r{rank:05d}.parquet"), out)
+        # `candidate_pairs` counts distinct pairs; the bucket step's `bucket_pairs` counts repeats
+        # over bands too.
+        stats.extra = {"candidate_pairs": candidates}
+        if mode != "none":
+            stats.extra["pairs_failed_verification"] = failed
+            stats.extra["verification"] = {"rejected_sample": {f"r{rank:05d}": self._describe(ctx, sample)}}
+            if rank == 0:  # reported once, not added up over ranks
+                stats.extra["verification"].update({"mode": mode, "threshold": threshold})
+        return stats.to_dict()
+
+    def _describe(self, ctx: StepContext, sample: list[tuple[int, int, int, float]]) -> list[dict[str, Any]]:
+        """The rejected pairs of the sample with both documents' ids, the measured similarity and
+        (for text verification) the signature estimate."""
+        if not sample:
+            return []
+        u = np.array([s[1] for s in sample], dtype=np.uint64)
+        v = np.array([s[2] for s in sample], dtype=np.uint64)
+        ids = self._ids_of(ctx, np.concatenate([u, v])).to_pylist()
+        estimate = self.estimate(ctx, u, v)
+        described = []
+        for i, (_, _, _, similarity) in enumerate(sample):
+            entry = {"a": ids[i], "b": ids[len(sample) + i], "similarity": round(similarity, 4)}
+            if self.params.verify_mode == "text":
+                entry["estimate"] = round(float(estimate[i]), 4)
+            described.append(entry)
+        return described
+
+    # ---- components (global over the edges) ----------------------------------------------------
 
     def step_components(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        bucket_ranks = ctx.peer("buckets").world_size
-        files = [ctx.scratch.join("buckets", f"r{r:05d}.parquet") for r in range(bucket_ranks)]
+        verify_ranks = ctx.peer("verify").world_size
+        files = [ctx.scratch.join("verify", f"r{r:05d}.parquet") for r in range(verify_ranks)]
         edges = pa.concat_tables([read_table(f) for f in files])
         u, v = edges.column("u").to_numpy(), edges.column("v").to_numpy()
         stats = StageStats()
+        loc = ctx.scratch.join("components", REMOVALS)
         if not len(u):
-            write_removals(ctx.scratch.join("components", REMOVALS), np.zeros(0, np.uint64), [])
+            write_removals(loc, REMOVALS_SCHEMA.empty_table())
             return stats.to_dict()
         nodes, roots = connected_components(u, v)
         lengths = None
@@ -194,8 +385,18 @@ class MinHashDedupStage(Stage):
             lengths[np.searchsorted(nodes, v)] = edges.column("v_length").to_numpy()
         keepers = survivors(nodes, roots, lengths)
         removed = nodes != keepers
-        dup_of = self._ids_of(ctx, keepers[removed])
-        write_removals(ctx.scratch.join("components", REMOVALS), nodes[removed], dup_of)
+        gone = int(removed.sum())
+        ids = self._ids_of(ctx, np.concatenate([keepers[removed], roots[removed]]))
+        table = pa.table(
+            {
+                "key": pa.array(nodes[removed], pa.uint64()),
+                DUP_OF: ids.slice(0, gone),
+                "survivor": pa.array(keepers[removed], pa.uint64()),
+                DUP_GROUP: ids.slice(gone),
+            },
+            schema=REMOVALS_SCHEMA,
+        )
+        write_removals(loc, table)
         _, sizes = np.unique(roots, return_counts=True)
         stats.extra = {"cluster_sizes": size_histogram(sizes), "clusters": int(len(sizes))}
         return stats.to_dict()
@@ -213,5 +414,23 @@ class MinHashDedupStage(Stage):
             ids[here] = column.take(pa.array(rows)).to_numpy(zero_copy_only=False)
         return pa.array(ids[np.searchsorted(wanted, keys)], pa.string())
 
+    # ---- filter (map) --------------------------------------------------------------------------
+
     def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        return filter_removals(self, ctx, rank, world_size, [ctx.scratch.join("components", REMOVALS)], REASON)
+        source = self.require_input(ctx)
+        files = [ctx.scratch.join("components", REMOVALS)]
+
+        def split(shard: int) -> dict[str, Any]:
+            removed = read_removals(files, shard, REMOVALS_SCHEMA)
+            keys = removed.column("key").to_numpy()
+            survivor = removed.column("survivor").to_numpy()
+            estimate = self.estimate(ctx, keys, survivor)
+            similarity = self.exact_jaccard(ctx, keys, survivor) if self.params.verify_mode == "text" else estimate
+            dup_of = removed.column(DUP_OF).combine_chunks() if removed.num_rows else pa.array([], pa.string())
+            group = removed.column(DUP_GROUP).combine_chunks() if removed.num_rows else pa.array([], pa.string())
+            evidence = {DUP_OF: dup_of, SIMILARITY: pa.array(similarity, pa.float64()),
+                        SIMILARITY_ESTIMATE: pa.array(estimate, pa.float64()), DUP_GROUP: group}
+            return write_evidence_split(self, ctx, shard, source.read_shard(shard, []), removal_rows(removed),
+                                        REASON, evidence)
+
+        return self.map_shards(ctx, rank, world_size, split).to_dict()

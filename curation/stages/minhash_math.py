@@ -357,6 +357,26 @@ def _batches(offsets: np.ndarray, batch_bytes: int) -> Iterator[tuple[int, int]]
         i = j
 
 
+def _batch_shingles(
+    texts: pa.Array, ngram: int, lowercase: bool, batch_bytes: int, tokenizer: str
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(first doc, end doc, shingle keys, document of each key) per batch of about `batch_bytes`."""
+    _, raw_offsets = utf8_buffer(texts)
+    for i, j in _batches(raw_offsets, batch_bytes):
+        values, offsets = utf8_buffer(normalize_for_shingles(texts.slice(i, j - i), lowercase))
+        starts, ends, words = word_spans(values, offsets, unit_starts(values, offsets, tokenizer))
+        word_hash = span_hashes(values, starts, ends)
+        del starts, ends, values
+        keys, doc_of = shingle_keys(word_hash, words, ngram)
+        yield i, j, keys, doc_of
+
+
+def _as_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(texts, pa.ChunkedArray):
+        return texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
+    return texts
+
+
 def signatures(
     texts: pa.Array | pa.ChunkedArray,
     ngram: int,
@@ -368,22 +388,81 @@ def signatures(
 ) -> np.ndarray:
     """MinHash signatures, (docs, num_perm) uint32, of a column of texts (all EMPTY for a document
     without shingles: see `has_shingles`)."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
+    return signatures_and_shingles(texts, ngram, num_perm, seed, lowercase, batch_bytes, tokenizer, False)[0]
+
+
+def signatures_and_shingles(
+    texts: pa.Array | pa.ChunkedArray,
+    ngram: int,
+    num_perm: int,
+    seed: int,
+    lowercase: bool = True,
+    batch_bytes: int = BATCH_BYTES,
+    tokenizer: str = "auto",
+    with_sets: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Signatures (as `signatures`) and, with `with_sets`, every document's shingle set: the
+    distinct 32-bit shingle keys the signature is the minimum over, sorted, concatenated
+    (uint32), with int64 offsets (len docs+1) — what text verification takes the Jaccard of."""
+    texts = _as_array(texts)
     a, b = minhash_permutations(num_perm, seed)
-    _, raw_offsets = utf8_buffer(texts)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    for i, j in _batches(raw_offsets, batch_bytes):
-        values, offsets = utf8_buffer(normalize_for_shingles(texts.slice(i, j - i), lowercase))
-        starts, ends, words = word_spans(values, offsets, unit_starts(values, offsets, tokenizer))
-        word_hash = span_hashes(values, starts, ends)
-        del starts, ends, values
-        keys, doc_of = shingle_keys(word_hash, words, ngram)
-        del word_hash
+    sets: list[np.ndarray] = []
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for i, j, keys, doc_of in _batch_shingles(texts, ngram, lowercase, batch_bytes, tokenizer):
         minima = np.full((num_perm, j - i), np.iinfo(np.uint64).max, dtype=U64)
         update_minima(minima, keys, doc_of, a, b)
         out[i:j] = (minima >> U64(32)).T
-    return out
+        if with_sets:
+            distinct = sorted_unique((doc_of.astype(U64) << U64(32)) | keys)
+            sets.append((distinct & U64(0xFFFFFFFF)).astype(np.uint32))
+            counts[i:j] = np.bincount((distinct >> U64(32)).astype(np.int64), minlength=j - i)
+    flat = np.concatenate(sets) if sets else np.zeros(0, np.uint32)
+    return out, flat, np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+
+
+def shingle_sets(
+    texts: pa.Array | pa.ChunkedArray, ngram: int, lowercase: bool = True, tokenizer: str = "auto",
+    batch_bytes: int = BATCH_BYTES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every document's shingle set (sorted distinct uint32 keys, concatenated) and its offsets."""
+    texts = _as_array(texts)
+    sets: list[np.ndarray] = []
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for i, j, keys, doc_of in _batch_shingles(texts, ngram, lowercase, batch_bytes, tokenizer):
+        distinct = sorted_unique((doc_of.astype(U64) << U64(32)) | keys)
+        sets.append((distinct & U64(0xFFFFFFFF)).astype(np.uint32))
+        counts[i:j] = np.bincount((distinct >> U64(32)).astype(np.int64), minlength=j - i)
+    flat = np.concatenate(sets) if sets else np.zeros(0, np.uint32)
+    return flat, np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+
+
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """np.unique(x) by one sort and a mask (np.unique itself is tens of times slower on large
+    uint64 arrays with the numpy this project pins)."""
+    y = np.sort(x)
+    if len(y) < 2:
+        return y
+    fresh = np.empty(len(y), dtype=bool)
+    fresh[0] = True
+    np.not_equal(y[1:], y[:-1], out=fresh[1:])
+    return y[fresh]
+
+
+def pair_jaccard(a_keys: np.ndarray, a_sizes: np.ndarray, b_keys: np.ndarray, b_sizes: np.ndarray) -> np.ndarray:
+    """Exact Jaccard |A∩B| / |A∪B| of pairs of sets: `a_keys` holds the pairs' A sets one after
+    the other (each sorted and distinct, `a_sizes` long), `b_keys` the B sets. Vectorised: the
+    keys of both sides, tagged with their pair, are sorted once; a key present on both sides of a
+    pair appears twice in a row. Two empty sets have Jaccard 0."""
+    n = len(a_sizes)
+    tag_a = np.repeat(np.arange(n, dtype=U64), a_sizes) << U64(32)
+    tag_b = np.repeat(np.arange(n, dtype=U64), b_sizes) << U64(32)
+    both = np.concatenate([tag_a | a_keys.astype(U64), tag_b | b_keys.astype(U64)])
+    both.sort()
+    twice = both[1:][both[1:] == both[:-1]]
+    inter = np.bincount((twice >> U64(32)).astype(np.int64), minlength=n)
+    union = np.asarray(a_sizes, dtype=np.int64) + np.asarray(b_sizes, dtype=np.int64) - inter
+    return np.divide(inter, union, out=np.zeros(n), where=union > 0)
 
 
 def has_shingles(sigs: np.ndarray) -> np.ndarray:

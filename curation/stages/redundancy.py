@@ -7,10 +7,13 @@ Shares embed, k-means, assign and filter with semantic-dedup (see semantic.py):
   centroid, turns them with the centroids into per-cluster keep quotas (`density_quotas`: their
   sum is `keepFraction` of the documents, and every non-empty cluster keeps at least one), then,
   for each of its partitions, keeps each cluster's quota, least prototypical documents first (or
-  a seeded random choice), and writes the pruned keys with their cluster and rank in the
-  cluster's keep order to one removal file per rank;
-- filter (map): rejects the pruned documents (`redundancy-pruned`, with `redundancy_rank`) and
-  annotates every document with `redundancy_cluster`.
+  a seeded random choice), and writes the pruned keys with their cluster, rank in the cluster's
+  keep order and the kept document of their cluster nearest its centroid to one removal file
+  per rank;
+- filter (map): rejects the pruned documents (`redundancy-pruned`, with `redundancy_rank`,
+  `dup_of` = `dup_group` = that kept document and `similarity` = the cosine of the two
+  embeddings, read by row from the embed side files) and annotates every document with
+  `redundancy_cluster`.
 """
 
 from __future__ import annotations
@@ -19,21 +22,26 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from curation.corpus import scatter
+from curation.corpus import DUP_GROUP, DUP_OF, REDUNDANCY_RANK, SIMILARITY
+from curation.dataset import ID
 from curation.errors import StepError
 from curation.models.clustering import cluster_complexity, density_quotas, size_histogram
-from curation.stages.base import StageStats, StepContext
+from curation.sidefiles import read_npy
+from curation.stages.base import StageStats, StepContext, split_keys
+from curation.stages.removals import write_removals
 from curation.stages.semantic import (
     CLUSTER,
+    DISTANCE,
     KEY,
     PRIORITY,
     ClusteredStage,
     splitmix64,
-    write_removals,
 )
 
-RANK = "redundancy_rank"  # 0-based position of a pruned document in its cluster's keep order
+RANK = REDUNDANCY_RANK  # 0-based position of a pruned document in its cluster's keep order
+SURVIVOR = "survivor"  # key of the document a pruned one is attributed to
 
 
 def ranks_within_clusters(clusters: np.ndarray, priority: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -44,6 +52,18 @@ def ranks_within_clusters(clusters: np.ndarray, priority: np.ndarray, keys: np.n
     ranks = np.zeros(len(clusters), dtype=np.int64)
     ranks[order] = np.arange(len(order)) - starts
     return ranks
+
+
+def representatives(
+    clusters: np.ndarray, distance: np.ndarray, keys: np.ndarray, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster with a kept row: (cluster ids, row of its kept document nearest the centroid,
+    ties by key): the document a pruned member of that cluster is attributed to."""
+    rows = np.flatnonzero(kept)
+    order = rows[np.lexsort((keys[rows], distance[rows], clusters[rows]))]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = clusters[order][1:] != clusters[order][:-1]
+    return clusters[order][first], order[first]
 
 
 def keep_within_clusters(
@@ -61,7 +81,8 @@ class RedundancyControlStage(ClusteredStage):
     cluster_column = "redundancy_cluster"
     partition_budget = "clusters"
     with_embeddings = False
-    removals_schema = pa.schema([(KEY, pa.uint64()), (CLUSTER, pa.int32()), (RANK, pa.int64())])
+    removals_schema = pa.schema([(KEY, pa.uint64()), (CLUSTER, pa.int32()), (RANK, pa.int64()),
+                                 (DUP_OF, pa.string()), (SURVIVOR, pa.uint64())])
 
     def priorities(self, table: pa.Table, keys: np.ndarray, distance: np.ndarray) -> np.ndarray:
         if self.params.drop_prototypical:
@@ -99,13 +120,20 @@ class RedundancyControlStage(ClusteredStage):
             mine.append(present)
             keys = table.column(KEY).to_numpy()
             ranks = ranks_within_clusters(clusters, table.column(PRIORITY).to_numpy(), keys)
-            gone = np.flatnonzero(ranks >= quotas[clusters])
+            kept = ranks < quotas[clusters]
+            gone = np.flatnonzero(~kept)
+            # Every non-empty cluster keeps at least one document (density_quotas), so each pruned
+            # one is attributed to a kept member of its own cluster.
+            ids, at = representatives(clusters, table.column(DISTANCE).to_numpy(), keys, kept)
+            survivor = at[np.searchsorted(ids, clusters[gone])]
             removed.append(
                 pa.table(
                     {
                         KEY: pa.array(keys[gone], pa.uint64()),
                         CLUSTER: pa.array(clusters[gone], pa.int32()),
                         RANK: pa.array(ranks[gone], pa.int64()),
+                        DUP_OF: pc.cast(table.column(ID), pa.string()).take(pa.array(survivor, pa.int64())),
+                        SURVIVOR: pa.array(keys[survivor], pa.uint64()),
                     },
                     schema=self.removals_schema,
                 )
@@ -131,6 +159,23 @@ class RedundancyControlStage(ClusteredStage):
             "min_cluster_keep_fraction": round(float(kept[sizes > 0].min()), 3) if (sizes > 0).any() else 1.0,
         }
 
-    def annotate(self, table: pa.Table, labels: np.ndarray, at: np.ndarray, removed: pa.Table) -> pa.Table:
-        table = super().annotate(table, labels, at, removed)
-        return table.append_column(RANK, scatter(removed.column(RANK).combine_chunks(), at, table.num_rows))
+    def evidence(self, ctx: StepContext, shard: int, removed: pa.Table) -> dict[str, Any]:
+        """The kept document nearest the cluster's centroid as `dup_of` (also the group's name), the
+        cosine between the two embeddings (read by row from the embed side files) and the rank."""
+        n = removed.num_rows
+        dup_of = removed.column(DUP_OF).combine_chunks() if n else pa.array([], pa.string())
+        _, rows = split_keys(removed.column(KEY).to_numpy())
+        survivor = removed.column(SURVIVOR).to_numpy()
+        similarity = np.zeros(n, dtype=np.float64)
+        if n:
+            own = read_npy(self.embedding_file(ctx, shard), rows)  # sorted: removal files are by key
+            other = np.zeros_like(own)
+            s_shard, s_row = split_keys(survivor)
+            for t in np.unique(s_shard).tolist():
+                here = np.flatnonzero(s_shard == t)
+                wanted = np.unique(s_row[here])
+                vectors = read_npy(self.embedding_file(ctx, t), wanted)
+                other[here] = vectors[np.searchsorted(wanted, s_row[here])]
+            similarity = np.clip(np.sum(own.astype(np.float64) * other, axis=1), -1.0, 1.0)
+        rank = removed.column(RANK).combine_chunks() if n else pa.array([], pa.int64())
+        return {DUP_OF: dup_of, SIMILARITY: pa.array(similarity, pa.float64()), DUP_GROUP: dup_of, RANK: rank}

@@ -15,8 +15,12 @@ Steps and the files they pass (all under the stage's scratch folder, written ato
   included, so no random reads), finds near-duplicates within each cluster and writes one
   removal file `dedup/rNNNNN.parquet` (key, dup_of, similarity), sorted by key in small row groups;
 - filter (map): per shard, reads its key range from every removal file, rejects the removed
-  documents (`semantic-duplicate`, with `dup_of` = id of the survivor and `similarity`) and
-  annotates every document with its cluster id.
+  documents (`semantic-duplicate`, with `dup_of` = `dup_group` = id of the survivor and
+  `similarity` = their cosine) and annotates every document with its cluster id.
+
+A removed document always names a survivor: within a cluster, documents are visited by priority
+(ties by key, so the choice does not depend on the parallelism) and one goes only when it is
+within epsilon of a document that stays (`semantic_duplicates`), so no group loses every member.
 
 `ClusteredStage` holds the embed, k-means, assign and filter steps that redundancy-control shares.
 """
@@ -29,11 +33,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from curation.corpus import DUP_OF, PARTITION_ROWS, SIMILARITY, partition_count, scatter
+from curation.corpus import DUP_GROUP, DUP_OF, PARTITION_ROWS, SIMILARITY, partition_count
 from curation.dataset import ID, TEXT, Location
-from curation.errors import InputDataError, SpecError, StepError
+from curation.errors import SpecError, StepError
 from curation.models.clustering import (
     assign,
     group_sizes,
@@ -43,9 +46,9 @@ from curation.models.clustering import (
 )
 from curation.sidefiles import missing_file, npy_shape, read_npy, write_npy
 from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys, split_keys
+from curation.stages.removals import read_removals, write_evidence_split, write_removals
 
 KEY, CLUSTER, DISTANCE, PRIORITY, EMBEDDING = "key", "cluster", "distance", "priority", "embedding"
-REMOVALS_ROW_GROUP = 1 << 16  # small row groups: a filter rank reads only its shard's key range
 
 
 def splitmix64(keys: np.ndarray, seed: int) -> np.ndarray:
@@ -66,35 +69,6 @@ def sample_rows(shard: int, n: int, fraction: float, seed: int) -> tuple[np.ndar
     limit = np.uint64(min(float(np.iinfo(np.uint64).max), fraction * 2.0**64))
     rows = np.flatnonzero(u < limit)
     return rows, u[rows]
-
-
-# ---- removal lists: one file per reduce rank, sorted by key --------------------------------------
-
-
-def write_removals(loc: Location, table: pa.Table) -> int:
-    """Write removal rows (a `key` column and evidence) sorted by key, in small row groups."""
-    table = table.take(pc.sort_indices(table, [(KEY, "ascending")]))
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=REMOVALS_ROW_GROUP)
-    loc.write_bytes_atomic(sink.getvalue().to_pybytes())
-    return table.num_rows
-
-
-def read_removals(locs: list[Location], shard: int, schema: pa.Schema) -> pa.Table:
-    """Rows of removal files whose key is in `shard` (row groups pruned by key)."""
-    lo, hi = shard << 32, (shard + 1) << 32
-    expr = (pc.field(KEY) >= pa.scalar(lo, pa.uint64())) & (pc.field(KEY) < pa.scalar(hi, pa.uint64()))
-    tables = []
-    for loc in locs:
-        if not loc.exists():
-            raise missing_file(loc)
-        try:
-            tables.append(pq.read_table(loc.path, filesystem=loc.fs, filters=expr).cast(schema))
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputDataError(
-                f"{loc.path}: not a readable Parquet file ({err}); rerun the stage"
-            ) from None
-    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 # ---- the shared steps ---------------------------------------------------------------------------
@@ -182,7 +156,8 @@ class ClusteredStage(Stage):
 
         cfg = self.params.embedding
         loaded = load_model(ctx.models, cfg.model, "encoder")
-        return Encoder(loaded, cfg.max_tokens, cfg.batch_tokens, stage_type=self.type_name, step="embed")
+        return Encoder(loaded, cfg.max_tokens, cfg.batch_tokens, stage_type=self.type_name, step="embed",
+                       long_documents=cfg.long_documents, max_chunks=cfg.max_chunks)
 
     # ---- kmeans (global: a bounded sample only) ------------------------------------------------
 
@@ -293,10 +268,9 @@ class ClusteredStage(Stage):
 
     # ---- filter (map) --------------------------------------------------------------------------
 
-    def annotate(self, table: pa.Table, labels: np.ndarray, at: np.ndarray, removed: pa.Table) -> pa.Table:
-        """The decision table's columns besides `_row`: the cluster of every document and the
-        evidence of the removed ones (rows `at`, described by the removal rows `removed`)."""
-        return table.append_column(self.cluster_column, pa.array(labels, pa.int32()))
+    def evidence(self, ctx: StepContext, shard: int, removed: pa.Table) -> dict[str, Any]:
+        """Evidence columns of the removed documents of one shard (rows of `removed`, in order)."""
+        return {}
 
     def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
@@ -312,10 +286,8 @@ class ClusteredStage(Stage):
                 raise StepError(
                     f"{ctx.step.id}: cluster files do not match shard {shard} ({n} documents); rerun the stage"
                 )
-            reasons = np.full(n, None, dtype=object)
-            reasons[at] = self.reason
-            annotated = self.annotate(table, labels, at, removed)
-            return self.write_split(ctx, shard, annotated, reasons.tolist())
+            table = table.append_column(self.cluster_column, pa.array(labels, pa.int32()))
+            return write_evidence_split(self, ctx, shard, table, at, self.reason, self.evidence(ctx, shard, removed))
 
         return self.map_shards(ctx, rank, world_size, split).to_dict()
 
@@ -367,6 +339,9 @@ class SemanticDedupStage(ClusteredStage):
             table = ctx.read_partition("assign", partition, schema, writer="assign")
             if table.num_rows == 0:
                 continue
+            # Key order, whatever order the assign ranks' files came in: equal priorities (exact
+            # copies have equal distances) then keep the lowest key, at any parallelism.
+            table = table.take(pc.sort_indices(table, [(KEY, "ascending")]))
             clusters = table.column(CLUSTER).to_numpy()
             priority = table.column(PRIORITY).to_numpy()
             emb = table.column(EMBEDDING).combine_chunks().flatten().to_numpy().reshape(-1, dim)
@@ -404,8 +379,7 @@ class SemanticDedupStage(ClusteredStage):
         }
         return stats.to_dict()
 
-    def annotate(self, table: pa.Table, labels: np.ndarray, at: np.ndarray, removed: pa.Table) -> pa.Table:
-        n = table.num_rows
-        table = super().annotate(table, labels, at, removed)
-        table = table.append_column(DUP_OF, scatter(removed.column(DUP_OF).combine_chunks(), at, n))
-        return table.append_column(SIMILARITY, scatter(removed.column(SIMILARITY).combine_chunks(), at, n))
+    def evidence(self, ctx: StepContext, shard: int, removed: pa.Table) -> dict[str, Any]:
+        dup_of = removed.column(DUP_OF).combine_chunks() if removed.num_rows else pa.array([], pa.string())
+        similarity = removed.column(SIMILARITY).combine_chunks() if removed.num_rows else pa.array([], pa.float64())
+        return {DUP_OF: dup_of, SIMILARITY: similarity, DUP_GROUP: dup_of}
