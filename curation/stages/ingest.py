@@ -35,7 +35,7 @@ from curation.corpus import (
     partition_count,
     text_lengths,
 )
-from curation.dataset import ID, TEXT, Location
+from curation.dataset import ID, TEXT, Location, commit_staged, staging_path
 from curation.errors import InputDataError, SpecError
 from curation.layout import RunLayout
 from curation.spec import InputSpec, PipelineSpec
@@ -214,12 +214,49 @@ def check_columns(spec: InputSpec, names: list[str], f: Location) -> None:
                 f"{f.path}: column '{canonical}' exists but input names '{fld}' for it; "
                 f"rename one of them (Thresher uses '{canonical}' internally)"
             )
+    check_source_column(spec, names, f)
     for name in names:
         if name in RESERVED_COLUMNS and name not in (spec.text_field, spec.id_field):
             raise InputDataError(
                 f"{f.path}: column '{name}' is reserved for Thresher's own annotations "
                 f"(reserved: {', '.join(RESERVED_COLUMNS)}); rename it in the input"
             )
+
+
+def check_source_column(spec: InputSpec, names: list[str], f: Location) -> None:
+    """`sourceField` names an input column, unless ingest derives it from the path (then it must not)."""
+    column = spec.source_column
+    if column is None:
+        return
+    if spec.source_from_path is None and column not in names:
+        raise InputDataError(
+            f"{f.path}: no source column '{column}' (columns: {', '.join(names)}); set input.sourceField "
+            "to the column naming each document's source, or derive it with input.sourceFromPath"
+        )
+    if spec.source_from_path is not None and column in names:
+        raise InputDataError(
+            f"{f.path}: the input already has a column '{column}', which input.sourceFromPath would "
+            "overwrite; set input.sourceField to a new column name"
+        )
+
+
+def path_source(spec: InputSpec, root: Location, f: Location) -> str | None:
+    """The source of every document of file `f`, from its path by `sourceFromPath` (None: unset)."""
+    if spec.source_from_path is None:
+        return None
+    import re
+
+    rel = f.path[len(root.path.rstrip("/")) + 1 :] if f.path != root.path else f.path.rsplit("/", 1)[-1]
+    match = re.search(spec.source_from_path, rel)
+    if match is None:
+        raise InputDataError(
+            f"{f.path}: its path {rel!r} does not match input.sourceFromPath {spec.source_from_path!r}; "
+            "every input file needs a source"
+        )
+    value = match.group(1) if match.re.groups else match.group(0)
+    if not value:
+        raise InputDataError(f"{f.path}: input.sourceFromPath {spec.source_from_path!r} gives an empty source")
+    return str(value)
 
 
 def id_array(spec: InputSpec, table: pa.Table, f: Location, stem: str, first_row: int) -> pa.Array:
@@ -240,7 +277,7 @@ def id_array(spec: InputSpec, table: pa.Table, f: Location, stem: str, first_row
 
 
 def normalise_batch(
-    spec: PipelineSpec, table: pa.Table, f: Location, stem: str, first_row: int
+    spec: PipelineSpec, table: pa.Table, f: Location, stem: str, first_row: int, source: str | None = None
 ) -> pa.Table:
     """Canonical `id`, `text` first, the user's other columns, then `_bytes` and `_reject`."""
     inp = spec.input
@@ -262,6 +299,8 @@ def normalise_batch(
         if c not in (inp.text_field, inp.id_field):
             col = table.column(c)
             out = out.append_column(c, col.cast(pa.string()) if pa.types.is_large_string(col.type) else col)
+    if source is not None and inp.source_column is not None:  # derived from the file's path
+        out = out.append_column(inp.source_column, pa.array([source] * table.num_rows, pa.string()))
     out = out.append_column(BYTES, pa.array(text_lengths(text), pa.int64()))
     return out.append_column(INGEST_REASON, pa.array(reject, pa.string()))
 
@@ -297,10 +336,7 @@ class _PartWriter:
         elif table.schema != self.schema:
             table = _conform(table, self.schema, f)
         if self.writer is None:
-            import uuid
-
-            self.corpus.mkdir()
-            self.tmp = f"{self.corpus.path}/.tmp-{uuid.uuid4().hex}-{self.name()}"
+            self.tmp = staging_path(self.corpus.join(self.name()))
             self.writer = pq.ParquetWriter(self.corpus.fs.open_output_stream(self.tmp), self.schema,
                                            compression="zstd")
         self.writer.write_table(table)
@@ -314,7 +350,7 @@ class _PartWriter:
             return
         self.writer.close()
         name = self.name()
-        self.corpus.fs.move(self.tmp, self.corpus.join(name).path)
+        commit_staged(self.corpus.join(name), self.tmp)
         self.parts.append({"name": name, "rows": self.rows, "bytes": self.bytes, "first_row": self.first_row})
         self.first_row += self.rows
         self.writer, self.rows, self.bytes = None, 0, 0
@@ -358,11 +394,12 @@ class IngestStage(Stage):
         def read_file(index: int) -> dict[str, Any]:
             f = files[index]
             stem = derived_id_stem(root, f)
+            source = path_source(self.spec.input, root, f)
             parts = _PartWriter(corpus, index, self.spec.input.shard_text_bytes)
             stats = StageStats()
             rows = 0
             for batch in input_batches(self.spec, f):
-                table = normalise_batch(self.spec, batch, f, stem, rows)
+                table = normalise_batch(self.spec, batch, f, stem, rows, source)
                 rows += table.num_rows
                 if table.num_rows:
                     parts.write(table, f)
