@@ -13,20 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from curation.errors import ModelNotFoundError, SpecError
-
-ROLES = {
-    "semantic-dedup": (("embedding.model", "encoder"),),
-    "redundancy-control": (("embedding.model", "encoder"),),
-    "quality-score": (("classifier", "classifier"), ("perplexity_model", "causal LM")),
-    "rephrase": (("model", "generator"),),
-}
+from curation.registry import stage_def
 
 
 def spec_models(spec: Any) -> list[tuple[str, str, str]]:
     """(stage name, role, model name) for every model a spec's stages will load."""
     out = []
     for stage in spec.stages:
-        for field, role in ROLES.get(str(stage.type), ()):
+        for field, role in stage_def(str(stage.type)).roles:
             value: Any = stage.params
             for part in field.split("."):
                 value = getattr(value, part)
@@ -87,12 +81,17 @@ def cmd_models(args: argparse.Namespace) -> int:
         from curation.spec import load_spec
 
         spec = load_spec(args.spec)
-    root = Path(args.models or (spec.models.path if spec else "models")).expanduser().resolve()
+    where = args.models or (spec.models.path if spec else "models")
+    if where.startswith("s3://"):
+        return _list_object_store(where, spec)
+    root = Path(where).expanduser().resolve()
     if args.populate_sample:
-        from curation.models.sample_models import populate
+        from curation.models.sample_models import available_sources, populate
 
-        for name, link in populate(root).items():
+        for name, link in populate(root, skip_missing=True).items():
             print(f"linked {name} -> {link.resolve()}")
+        for hint in available_sources()[1]:
+            print(f"not installed, skipped: {hint}")
     print(f"models location: {root}")
     if not root.is_dir():
         print("  (missing)")
@@ -114,6 +113,41 @@ def cmd_models(args: argparse.Namespace) -> int:
             status = "MISSING"
             missing.append(str(err))
         print(f"  {stage} ({role}): {name}: {status}")
+    if missing:
+        raise ModelNotFoundError("; ".join(missing))
+    return 0
+
+
+def _list_object_store(uri: str, spec: Any) -> int:
+    """`thresher models` for an `s3://` models location: its entries and sizes; with a spec, whether
+    each model the stages load is there (nothing is downloaded)."""
+    import pyarrow.fs as pafs
+
+    from curation import storage
+    from curation.dataset import Location
+
+    storage.configure(spec.storage if spec is not None else None)
+    loc = Location.of(uri)
+    storage.check_access(loc, "models.path", uri)
+    print(f"models location: {uri}")
+    sizes: dict[str, int] = {}
+    for info in loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True)):
+        if info.type == pafs.FileType.File:
+            top = info.path[len(loc.path):].lstrip("/").split("/", 1)[0]
+            sizes[top] = sizes.get(top, 0) + int(info.size or 0)
+    for name in sorted(n for n in sizes if not n.startswith(".")):
+        print(f"  {name}: {sizes[name] / 1e6:,.1f} MB")
+    if not sizes:
+        print("  (empty)")
+    if spec is None:
+        return 0
+    print("models the spec's stages load:")
+    missing = []
+    for stage, role, name in spec_models(spec):
+        present = loc.join(name).exists()
+        print(f"  {stage} ({role}): {name}: {'ok' if present else 'MISSING'}")
+        if not present:
+            missing.append(f"model '{name}' not found at {uri.rstrip('/')}/{name}")
     if missing:
         raise ModelNotFoundError("; ".join(missing))
     return 0

@@ -10,16 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 
 from curation.errors import SpecError
-from curation.spec import PipelineSpec, StageType
+from curation.params.base import StepKind
+from curation.registry import stage_def, stage_defs
+from curation.spec import PipelineSpec
 
-
-class StepKind(StrEnum):
-    MAP = "map"  # each rank takes shards i with i % world_size == rank
-    REDUCE = "reduce"  # each rank takes one partition of intermediate files
-    GLOBAL = "global"  # a single rank sees everything (small aggregated data only)
+__all__ = ["FINALIZE", "INGEST", "Step", "StepKind", "plan_steps"]
 
 
 INGEST = "ingest"
@@ -43,51 +40,6 @@ FINALIZE_STEPS: list[tuple[str, StepKind]] = [
     ("check", StepKind.REDUCE),
     ("summary", StepKind.GLOBAL),
 ]
-
-# stage type -> ordered (step name, kind, uses the stage's GPUs). The last step writes the
-# stage's output dataset and its rejected rows.
-STEP_TABLE: dict[str, list[tuple[str, StepKind, bool]]] = {
-    StageType.EXACT_DEDUP: [
-        ("hash", StepKind.MAP, False),
-        ("select", StepKind.REDUCE, False),
-        ("filter", StepKind.MAP, False),
-    ],
-    StageType.MINHASH_DEDUP: [
-        ("signatures", StepKind.MAP, False),
-        ("buckets", StepKind.REDUCE, False),
-        ("components", StepKind.GLOBAL, False),
-        ("filter", StepKind.MAP, False),
-    ],
-    StageType.HEURISTIC_FILTER: [("filter", StepKind.MAP, False)],
-    StageType.QUALITY_SCORE: [
-        ("score", StepKind.MAP, True),
-        ("threshold", StepKind.GLOBAL, False),
-        ("filter", StepKind.MAP, False),
-    ],
-    StageType.SEMANTIC_DEDUP: [
-        ("embed", StepKind.MAP, True),
-        ("kmeans", StepKind.GLOBAL, True),
-        ("assign", StepKind.MAP, True),
-        ("dedup", StepKind.REDUCE, True),
-        ("filter", StepKind.MAP, False),
-    ],
-    StageType.REDUNDANCY_CONTROL: [
-        ("embed", StepKind.MAP, True),
-        ("kmeans", StepKind.GLOBAL, True),
-        ("assign", StepKind.MAP, True),
-        ("prune", StepKind.REDUCE, False),
-        ("filter", StepKind.MAP, False),
-    ],
-    StageType.REPHRASE: [("generate", StepKind.MAP, True)],
-    StageType.CURRICULUM: [
-        ("score", StepKind.MAP, False),
-        ("order", StepKind.GLOBAL, False),
-        ("partition", StepKind.MAP, False),
-        ("rank", StepKind.REDUCE, False),
-        ("write", StepKind.MAP, False),
-    ],
-}
-
 
 @dataclass(frozen=True)
 class Step:
@@ -113,13 +65,13 @@ def stage_dir_name(index: int, stage: str) -> str:
 
 def stage_uses_gpu(stage_type: str) -> bool:
     """Whether any step of this stage type runs on the stage's GPUs (`resources.gpus`)."""
-    return any(gpu for _, _, gpu in STEP_TABLE[stage_type])
+    return stage_def(stage_type).uses_gpu
 
 
 def check_stage_gpus(position: int, stage_type: str, gpus: int) -> None:
     """A CPU-only stage type refuses `resources.gpus` instead of silently ignoring it."""
     if gpus and not stage_uses_gpu(stage_type):
-        gpu_types = ", ".join(t for t in STEP_TABLE if stage_uses_gpu(t))
+        gpu_types = ", ".join(d.type for d in stage_defs() if d.uses_gpu)
         raise SpecError(
             f"spec.stages[{position}].resources.gpus: stage type {stage_type} runs on CPU only, so "
             f"its pods would never use the {gpus} GPU(s); remove `gpus` (GPU stage types: {gpu_types})"
@@ -138,9 +90,10 @@ def plan_steps(spec: PipelineSpec) -> list[Step]:
         if name in RESERVED_STAGE_NAMES:
             raise SpecError(f"spec.stages[{i - 1}].name: '{name}' is reserved; choose another name")
         check_stage_gpus(i - 1, str(stage.type), stage.resources.gpus)
-        table = STEP_TABLE[stage.type]
+        table = stage_def(str(stage.type)).steps
         ranks = stage.parallelism or spec.parallelism
-        for j, (step, kind, gpu) in enumerate(table):
+        for j, decl in enumerate(table):
+            step, kind, gpu = decl.name, decl.kind, decl.gpu
             world = 1 if kind == StepKind.GLOBAL else ranks
             steps.append(
                 Step(

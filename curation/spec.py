@@ -9,23 +9,15 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from curation.errors import SpecError
-from curation.params import (
-    CamelModel,
-    CurriculumParams,
-    ExactDedupParams,
-    HeuristicFilterParams,
-    MinHashParams,
-    QualityScoreParams,
-    RedundancyControlParams,
-    RephraseParams,
-    SemanticDedupParams,
-)
+from curation.params import CamelModel
+from curation.params.base import StageDef
+from curation.registry import stage_defs
 
 API_GROUP = "thresher.dev"
 API_VERSION = "v1alpha1"
@@ -34,15 +26,13 @@ STAGE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
 QUANTITY_RE = r"^[0-9]+(\.[0-9]+)?([eE][0-9]+|[mkMGTPE]i?|[KMGTPE]i|m)?$"
 
 
-class StageType(StrEnum):
-    EXACT_DEDUP = "exact-dedup"
-    MINHASH_DEDUP = "minhash-dedup"
-    HEURISTIC_FILTER = "heuristic-filter"
-    QUALITY_SCORE = "quality-score"
-    SEMANTIC_DEDUP = "semantic-dedup"
-    REDUNDANCY_CONTROL = "redundancy-control"
-    REPHRASE = "rephrase"
-    CURRICULUM = "curriculum"
+def _member(type_name: str) -> str:
+    return type_name.upper().replace("-", "_")
+
+
+# Every stage type the registry declares (`curation/registry.py`), e.g. StageType.EXACT_DEDUP.
+_enum: Any = StrEnum
+StageType: Any = _enum("StageType", {_member(d.type): d.type for d in stage_defs()})
 
 
 class InputSpec(CamelModel):
@@ -74,13 +64,39 @@ class InputSpec(CamelModel):
     cuts it into shards of about this size, so ranks are balanced and memory is bounded whatever
     the input files look like (one huge file, or thousands of small ones)."""
 
+    source_field: str | None = Field(default=None, min_length=1)
+    """Column naming each document's source (e.g. `source`, `dataset`, `crawl`): the
+    `source-policy` stage's rules and its per-source accounting read it. With `sourceFromPath`,
+    the name of the column ingest writes (default `source`)."""
+
+    source_from_path: str | None = Field(default=None, min_length=1, max_length=1000)
+    """Derive the source from each input file's path, relative to `path`, by this regular
+    expression (Python syntax, searched): its first group, or the whole match without one, is
+    the source of every document in the file — e.g. `^([^/]+)/` for one folder per source. A
+    file whose path does not match is an error at preflight. The input must not already have the
+    source column."""
+
     @model_validator(mode="after")
     def _distinct_fields(self) -> InputSpec:
         if self.id_field is not None and self.id_field == self.text_field:
             raise ValueError(
                 f"idField and textField both name '{self.text_field}'; the id must be its own column"
             )
+        if self.source_field is not None and self.source_field in (self.text_field, self.id_field):
+            raise ValueError(f"sourceField names '{self.source_field}', the text or id column; name its own column")
+        if self.source_from_path is not None:
+            try:
+                re.compile(self.source_from_path)
+            except re.error as err:
+                raise ValueError(f"sourceFromPath: invalid regular expression ({err})") from None
         return self
+
+    @property
+    def source_column(self) -> str | None:
+        """The canonical column holding the source, if the input has one."""
+        if self.source_from_path is not None:
+            return self.source_field or "source"
+        return self.source_field
 
 
 class OutputSpec(CamelModel):
@@ -111,6 +127,48 @@ class ModelsSpec(CamelModel):
     """PersistentVolumeClaim holding the models (cluster only; mounted read-only)."""
 
 
+class S3Spec(CamelModel):
+    """An S3-compatible object store (Ceph RGW, MinIO, SeaweedFS, AWS) for `s3://bucket/prefix` paths.
+
+    Credentials never appear in a spec: locally the standard AWS variables or profile are used; in a
+    cluster the operator maps the keys of `credentialsSecret` into the step pods. No request ever
+    goes to a cloud metadata endpoint."""
+
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$")
+    """`http(s)://host[:port]` of the store's S3 API (the scheme decides TLS). Default: AWS's endpoint
+    for `region`."""
+
+    region: str = "us-east-1"
+    """Region sent in request signatures (on-prem stores accept any; most use `us-east-1`)."""
+
+    addressing: Literal["path", "virtual"] = "path"
+    """`path` (`endpoint/bucket/key`, what on-prem stores expect) or `virtual` (`bucket.endpoint/key`)."""
+
+    ca_bundle: str | None = None
+    """PEM file of the CA that signed the endpoint's certificate (a path inside the pod, e.g. from
+    a mounted ConfigMap). TLS certificates are always verified."""
+
+    credentials_secret: str | None = None
+    """Secret (in the job's namespace) with keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+    (optionally `AWS_SESSION_TOKEN`), mapped into every step pod (cluster only)."""
+
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    """Give up connecting to the endpoint after this long (an unreachable store fails fast)."""
+
+    request_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """Give up on a single request after this long."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts per request (retries back off); permanent errors such as a refused key are not retried."""
+
+
+class StorageSpec(CamelModel):
+    """Settings of the stores that `s3://` paths name."""
+
+    s3: S3Spec | None = None
+    """The S3-compatible store for every `s3://` path of this spec."""
+
+
 class Resources(CamelModel):
     """Per-stage resources for the step pods."""
 
@@ -125,6 +183,10 @@ class Resources(CamelModel):
 
 
 class _StageBase(CamelModel):
+    if TYPE_CHECKING:  # set by each stage type's model (`_stage_model`)
+        type: str
+        params: Any
+
     name: str | None = None
     """Unique stage name (lowercase letters, digits, '-', at most 20 chars); default: the type."""
 
@@ -146,60 +208,29 @@ class _StageBase(CamelModel):
 
     @property
     def stage_name(self) -> str:
-        return self.name or str(getattr(self, "type"))  # noqa: B009 (set by each subclass)
+        return self.name or str(self.type)
 
 
-class ExactDedupStage(_StageBase):
-    type: Literal[StageType.EXACT_DEDUP]
-    params: ExactDedupParams = ExactDedupParams()
+def _params_required(model: type[Any]) -> bool:
+    return any(f.is_required() for f in model.model_fields.values())
 
 
-class MinHashDedupStage(_StageBase):
-    type: Literal[StageType.MINHASH_DEDUP]
-    params: MinHashParams = MinHashParams()
+def _stage_model(decl: StageDef) -> type[_StageBase]:
+    """`{type: <decl.type>, params: <decl.params>}` on top of the fields every stage has."""
+    literal: Any = Literal
+    params: Any = (decl.params, ...) if _params_required(decl.params) else (decl.params, decl.params())
+    name = "".join(part.capitalize() for part in decl.type.split("-")) + "Stage"
+    model: type[_StageBase] = create_model(name, __base__=_StageBase, __module__=__name__,
+                                           __doc__=f"A `{decl.type}` stage: {decl.title}.",
+                                           type=(literal[StageType[_member(decl.type)]], ...), params=params)
+    return model
 
 
-class HeuristicFilterStage(_StageBase):
-    type: Literal[StageType.HEURISTIC_FILTER]
-    params: HeuristicFilterParams = HeuristicFilterParams()
-
-
-class QualityScoreStage(_StageBase):
-    type: Literal[StageType.QUALITY_SCORE]
-    params: QualityScoreParams = QualityScoreParams()
-
-
-class SemanticDedupStage(_StageBase):
-    type: Literal[StageType.SEMANTIC_DEDUP]
-    params: SemanticDedupParams = SemanticDedupParams()
-
-
-class RedundancyControlStage(_StageBase):
-    type: Literal[StageType.REDUNDANCY_CONTROL]
-    params: RedundancyControlParams = RedundancyControlParams()
-
-
-class RephraseStage(_StageBase):
-    type: Literal[StageType.REPHRASE]
-    params: RephraseParams = RephraseParams()
-
-
-class CurriculumStage(_StageBase):
-    type: Literal[StageType.CURRICULUM]
-    params: CurriculumParams = CurriculumParams()
-
-
-StageSpec = Annotated[
-    ExactDedupStage
-    | MinHashDedupStage
-    | HeuristicFilterStage
-    | QualityScoreStage
-    | SemanticDedupStage
-    | RedundancyControlStage
-    | RephraseStage
-    | CurriculumStage,
-    Field(discriminator="type"),
-]
+STAGE_MODELS: tuple[type[_StageBase], ...] = tuple(_stage_model(d) for d in stage_defs())
+if TYPE_CHECKING:
+    StageSpec = _StageBase
+else:
+    StageSpec = Annotated[Union[STAGE_MODELS], Field(discriminator="type")]  # noqa: UP007
 
 
 class Toleration(CamelModel):
@@ -268,6 +299,8 @@ class PipelineSpec(CamelModel):
     input: InputSpec
     output: OutputSpec
     models: ModelsSpec = ModelsSpec()
+    storage: StorageSpec = StorageSpec()
+    """Object-store settings for `s3://` paths in `input`, `output` and `models`."""
     stages: list[StageSpec] = Field(min_length=1, max_length=32)
     """Ordered stages; each reads the previous stage's kept documents."""
 
@@ -319,6 +352,15 @@ class PipelineSpec(CamelModel):
                 f"stage names must be unique; repeated: {', '.join(dupes)} "
                 "(give repeated stage types distinct `name`s)"
             )
+        uris = [(w, getattr(self, w)) for w in ("input", "output", "models") if getattr(self, w).path.startswith("s3://")]
+        for what, part in uris:
+            if part.pvc:
+                raise ValueError(f"{what}.pvc: {what}.path {part.path} is in an object store; remove `pvc`")
+        if uris and self.storage.s3 is None:
+            raise ValueError(
+                f"{uris[0][0]}.path {uris[0][1].path} is an s3:// URI but spec.storage.s3 is not set; "
+                "give at least its `endpoint` (or `{}` for AWS itself)"
+            )
         if _norm(self.input.path) == _norm(self.output.path) and self.input.pvc == self.output.pvc:
             raise ValueError("output.path must differ from input.path (the input is never modified)")
         return self
@@ -367,15 +409,57 @@ def parse_spec(document: dict[str, Any], source: str = "spec") -> PipelineSpec:
         raise SpecError(f"{source}: {format_validation_error(err)}") from None
 
 
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges may be overridden by explicit keys
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                continue  # unhashable keys: SafeLoader refuses them itself
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKeyError(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_spec_text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{p}: is a folder, not a spec file; name the pipeline's YAML file") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"{p}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "save the spec as UTF-8"
+        ) from None
+    except OSError as err:
+        raise SpecError(f"{p}: cannot read the spec file ({err.strerror or err})") from None
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
     """Read a YAML/JSON file holding a CurationJob or a bare spec."""
     p = Path(path)
+    text = _read_spec_text(p)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{p}: no such spec file") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d is not None]
+    except _DuplicateKeyError as dup:
+        raise SpecError(
+            f"{p}: line {dup.line}: key {dup.key!r} appears twice in one mapping (first on line {dup.first}); "
+            "remove one of them"
+        ) from None
     except yaml.YAMLError as err:
         raise SpecError(f"{p}: not valid YAML: {err}".replace("\n", " ")) from None
     jobs = [d for d in docs if isinstance(d, dict) and d.get("kind", KIND) == KIND]

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from curation import stages
+from curation import registry
 
 
 @pytest.fixture
 def fake_filter(monkeypatch: pytest.MonkeyPatch) -> str:
     """Swap the heuristic filter for a tiny test stage: engine tests don't depend on real rules."""
-    monkeypatch.setitem(stages.REGISTRY, "heuristic-filter", "tests.unit.fake_stages:DropShort")
+    real = registry.stage_def("heuristic-filter")
+    monkeypatch.setitem(registry.by_type(), "heuristic-filter",
+                        dataclasses.replace(real, impl="tests.unit.fake_stages:DropShort"))
     return "heuristic-filter"
 
 

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from curation.params.base import CamelModel
+from curation.params.base import CamelModel, StageDef, StepDef
+from curation.params.base import StepKind as _Kind
 
 BUILTIN_SIGNALS = ("length", "words", "compression_ratio")
 
@@ -40,3 +41,18 @@ class CurriculumParams(CamelModel):
     seed: int = Field(default=0, ge=0)
     """Seed of the hash that breaks ties and orders documents inside an interleaved bucket
     (hash of the document id: a fixed seed gives the identical order at any parallelism)."""
+
+
+# ---- the stage declaration (curation/registry.py) ------------------------------------------------
+
+MAP, REDUCE, GLOBAL = _Kind.MAP, _Kind.REDUCE, _Kind.GLOBAL
+STAGE = StageDef(
+    type="curriculum",
+    order=8,
+    params=CurriculumParams,
+    title="curriculum ordering: score, sample-based range partitioning, per-range sort, positions",
+    steps=(StepDef("score", MAP), StepDef("order", GLOBAL), StepDef("partition", MAP), StepDef("rank", REDUCE),
+           StepDef("write", MAP)),
+    impl="curation.stages.curriculum:CurriculumStage",
+    produces=(("curriculum_signal", "double"), ("curriculum_position", "int64")),
+)

@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from curation.params.base import CamelModel
+from curation.params.base import CamelModel, StageDef, StepDef
+from curation.params.base import StepKind as _Kind
 
 GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 
@@ -204,3 +205,17 @@ class HeuristicFilterParams(CamelModel):
 
     fineweb: FineWebRules = FineWebRules()
     """FineWeb rules."""
+
+
+# ---- the stage declaration (curation/registry.py) ------------------------------------------------
+
+MAP, REDUCE, GLOBAL = _Kind.MAP, _Kind.REDUCE, _Kind.GLOBAL
+STAGE = StageDef(
+    type="heuristic-filter",
+    order=3,
+    params=HeuristicFilterParams,
+    title="heuristic quality filters (Gopher, C4, FineWeb rules)",
+    steps=(StepDef("filter", MAP),),
+    impl="curation.stages.heuristic:HeuristicFilterStage",
+    produces=(),
+)

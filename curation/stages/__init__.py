@@ -1,31 +1,32 @@
-"""Stage implementations, loaded by name so that planning never imports heavy dependencies."""
+"""Stage implementations, loaded by name (the registry's `StageDef.impl`) so that planning never
+imports heavy dependencies."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from curation.errors import SpecError
+from curation.registry import stage_def
 
-REGISTRY: dict[str, str] = {
+ENGINE = {  # the engine's own stages (not stage types a spec can name)
     "ingest": "curation.stages.ingest:IngestStage",
     "finalize": "curation.stages.finalize:FinalizeStage",
-    "exact-dedup": "curation.stages.exact_dedup:ExactDedupStage",
-    "minhash-dedup": "curation.stages.minhash:MinHashDedupStage",
-    "heuristic-filter": "curation.stages.heuristic:HeuristicFilterStage",
-    "curriculum": "curation.stages.curriculum:CurriculumStage",
-    "quality-score": "curation.stages.quality:QualityScoreStage",
-    "semantic-dedup": "curation.stages.semantic:SemanticDedupStage",
-    "redundancy-control": "curation.stages.redundancy:RedundancyControlStage",
-    "rephrase": "curation.stages.rephrase:RephraseStage",
 }
 
 
 def load_stage_class(type_name: str) -> Any:
-    try:
-        target = REGISTRY[type_name]
-    except KeyError:
-        raise SpecError(f"unknown stage type '{type_name}'; known: {', '.join(sorted(REGISTRY))}") from None
+    """The class with a stage type's step code (`StageDef.impl`, or an engine stage)."""
+    target = ENGINE.get(type_name) or stage_def(type_name).impl
     module_name, cls_name = target.split(":")
     module = importlib.import_module(module_name)
     return getattr(module, cls_name)
+
+
+def preflight_stages(spec: Any, schema: Any = None) -> None:
+    """Each stage's own checks before any step runs (model and benchmark files, patterns,
+    columns): a stage class with a `preflight(config, spec, schema)` classmethod defines them.
+    `schema` is the documents' schema as the first stage sees them (None: not read)."""
+    for stage in spec.stages:
+        check = getattr(load_stage_class(str(stage.type)), "preflight", None)
+        if check is not None:
+            check(stage, spec, schema)

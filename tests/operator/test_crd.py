@@ -121,7 +121,8 @@ def _unknown_keys(doc: Any, node: dict[str, Any], path: str) -> list[str]:
 def test_every_field_of_a_fully_dumped_spec_is_in_the_schema():
     from curation.spec import parse_spec
 
-    stages = [{"type": t.value, "name": f"s{i}"} for i, t in enumerate(StageType)]
+    required = {StageType.DECONTAMINATE: {"params": {"benchmarks": [{"name": "b", "path": "b.jsonl"}]}}}
+    stages = [{"type": t.value, "name": f"s{i}", **required.get(t, {})} for i, t in enumerate(StageType)]
     spec = parse_spec({"input": {"path": "a"}, "output": {"path": "b"}, "stages": stages})
     doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert _unknown_keys(doc, schema()["properties"]["spec"], "spec") == []
@@ -132,6 +133,11 @@ def test_the_quickstart_example_fits_the_schema_and_the_sample_is_a_copy():
     assert _unknown_keys(example["spec"], schema()["properties"]["spec"], "spec") == []
     sample = yaml.safe_load((ROOT / "manifests" / "samples" / "quickstart.yaml").read_text(encoding="utf-8"))
     assert sample["spec"] == example["spec"]
+
+
+def test_the_production_example_fits_the_schema():
+    example = yaml.safe_load((ROOT / "examples" / "production.yaml").read_text(encoding="utf-8"))
+    assert _unknown_keys(example["spec"], schema()["properties"]["spec"], "spec") == []
 
 
 def test_gpus_on_a_cpu_only_stage_type_are_refused_by_the_schema_and_the_planner():
