@@ -6,10 +6,11 @@ S3-compatible URI (`s3://bucket/prefix`) are handled by the same code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from curation import storage
 from curation.errors import InputDataError, StepError
 
 ID = "id"
@@ -27,14 +29,12 @@ SYNTHETIC_SOURCE = "synthetic_source_id"
 MANIFEST = "_manifest.json"
 SHARD_FMT = "part-{:05d}.parquet"
 COMPRESSION = "zstd"
+TMP_PREFIX = ".tmp-"  # files being written; renamed into place when complete
 
 
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
-    """Return (filesystem, path inside it) for a local path or a URI."""
-    if "://" in path:
-        fs, inner = pafs.FileSystem.from_uri(path)
-        return fs, inner.rstrip("/")
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    """Return (filesystem, path inside it) for a local path or an `s3://bucket/prefix` URI."""
+    return storage.resolve(path)
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,17 @@ class Location:
 
     def write_bytes_atomic(self, data: bytes) -> None:
         """Write to a temporary sibling, then rename: readers never see a half-written file."""
+        if storage.is_object_store(self.fs):  # a PUT is atomic; a "rename" would be a copy
+            with _object_errors(self.path), self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+            return
         parent = self.path.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{self.path.rsplit('/', 1)[-1]}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, self.path)
+        tmp = temporary_name(self.path)
+        with _removed_on_failure(self.fs, tmp, self.path):
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, self.path)
 
     def write_json_atomic(self, obj: Any) -> None:
         self.write_bytes_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8"))
@@ -112,21 +117,110 @@ def shard_index(name: str) -> int:
 
 def write_table_atomic(loc: Location, table: pa.Table) -> int:
     """Write a Parquet file atomically; returns its size in bytes."""
+    if storage.is_object_store(loc.fs):  # one upload under the final name: visible whole or not at all
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression=COMPRESSION)
+        data = sink.getvalue()
+        with _object_errors(loc.path), loc.fs.open_output_stream(loc.path) as f:
+            f.write(data)
+        return int(data.size)
     parent = loc.path.rsplit("/", 1)[0]
     loc.fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{loc.path.rsplit('/', 1)[-1]}"
-    pq.write_table(table, tmp, filesystem=loc.fs, compression=COMPRESSION)
-    loc.fs.move(tmp, loc.path)
+    tmp = temporary_name(loc.path)
+    with _removed_on_failure(loc.fs, tmp, loc.path):
+        pq.write_table(table, tmp, filesystem=loc.fs, compression=COMPRESSION)
+        loc.fs.move(tmp, loc.path)
     return int(loc.fs.get_file_info(loc.path).size or 0)
 
 
-def read_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file; corrupt or truncated files raise InputDataError naming the file."""
+def staging_path(loc: Location) -> str:
+    """Where a streamed file is written before `commit_staged`: a temporary sibling on a
+    filesystem (renamed into place), the final name itself on an object store (an upload
+    becomes visible only when it completes)."""
+    if storage.is_object_store(loc.fs):
+        return loc.path
+    loc.fs.create_dir(loc.path.rsplit("/", 1)[0], recursive=True)
+    return temporary_name(loc.path)
+
+
+def commit_staged(loc: Location, staged: str) -> None:
+    """Put a file written at `staging_path(loc)` in place (nothing to do on an object store)."""
+    if staged != loc.path:
+        loc.fs.move(staged, loc.path)
+
+
+def temporary_name(path: str) -> str:
+    """The sibling a file is written to before it is renamed into place."""
+    parent, name = path.rsplit("/", 1)
+    return f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex}-{name}"
+
+
+@contextlib.contextmanager
+def _object_errors(path: str) -> Iterator[None]:
+    """An object-store failure while writing `path` becomes one actionable line."""
     try:
-        return pq.read_table(loc.path, filesystem=loc.fs, columns=columns)
+        yield
+    except OSError as err:
+        raise storage.StorageError(storage.describe(err, path)) from None
+
+
+@contextlib.contextmanager
+def _removed_on_failure(fs: pafs.FileSystem, tmp: str, final: str) -> Iterator[None]:
+    """A failed write leaves no temporary file (on a full disk it holds the space a rerun needs);
+    an OSError without a file name gets the name of the file being written."""
+    try:
+        yield
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            fs.delete_file(tmp)
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, os.strerror(err.errno), final) from err
+        raise
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.delete_file(tmp)
+        raise
+
+
+@dataclass
+class ReadCounter:
+    """Parquet files opened and column bytes read by this process (a rank's step stats)."""
+
+    objects: int = 0
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"objects_read": self.objects, "bytes_read": self.bytes}
+
+
+READS = ReadCounter()
+READ_BUFFER = 8 << 20  # read-ahead per column stream: large ranges, few requests on an object store
+
+
+def read_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file; corrupt or truncated files raise InputDataError naming the file.
+
+    The footer is read with one ranged request; the column chunks wanted are fetched in coalesced
+    ranges (`pre_buffer`), never the whole object to get at its footer."""
+    try:
+        with loc.fs.open_input_file(loc.path) as f:
+            pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
+            table = pf.read(columns=columns)
+            READS.objects += 1
+            meta = pf.metadata
+            wanted = None if columns is None else set(columns)
+            for g in range(meta.num_row_groups):
+                rg = meta.row_group(g)
+                for c in range(rg.num_columns):
+                    col = rg.column(c)
+                    if wanted is None or col.path_in_schema.split(".", 1)[0] in wanted:
+                        READS.bytes += int(col.total_compressed_size)
+            return table
     except FileNotFoundError:
         raise StepError(f"{loc.path}: missing (did the previous step finish?)") from None
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        if storage.is_object_store(loc.fs) and not isinstance(err, pa.ArrowInvalid):
+            raise storage.StorageError(storage.describe(err, loc.path)) from None
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputDataError(
             f"{loc.path}: not a readable Parquet file ({msg}); replace or remove it and rerun"
@@ -185,10 +279,13 @@ class ShardedDataset:
     def read_all(self, columns: list[str] | None = None) -> pa.Table:
         return concat(read_table(self.loc.join(n), columns) for n in self.shard_names())
 
-    def write_manifest(self, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+    def write_manifest(self, lineage: dict[str, Any] | None = None, count: int | None = None) -> dict[str, Any]:
+        """Write `_manifest.json` for shards 0..count-1 (what the writers committed; each must
+        exist), or, without `count`, for the shards a listing finds."""
         shards = []
         schema: pa.Schema | None = None
-        for name in self.shard_names():
+        names = self.shard_names() if count is None else [shard_name(i) for i in range(count)]
+        for name in names:
             meta = pq.ParquetFile(self.loc.join(name).path, filesystem=self.loc.fs).metadata
             size = self.loc.fs.get_file_info(self.loc.join(name).path).size
             shards.append({"name": name, "rows": meta.num_rows, "bytes": int(size or 0)})

@@ -307,6 +307,23 @@ def step_labels(ref: CurationJobRef, position: int, step: Step) -> dict[str, str
     }
 
 
+S3_SECRET_KEYS = (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True))
+
+
+def storage_env(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """Object-store credentials for the step pods: the keys of `storage.s3.credentialsSecret` as the
+    standard AWS variables (never in the CurationJob itself), and no metadata-endpoint lookups."""
+    s3 = spec.storage.s3
+    if s3 is None:
+        return []
+    env: list[dict[str, Any]] = [{"name": "AWS_EC2_METADATA_DISABLED", "value": "true"}]
+    if s3.credentials_secret:
+        for key, optional in S3_SECRET_KEYS:
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {
+                "name": s3.credentials_secret, "key": key, **({"optional": True} if optional else {})}}})
+    return env
+
+
 def build_step_job(
     ref: CurationJobRef, spec: PipelineSpec, step: Step, position: int, settings: OperatorSettings
 ) -> dict[str, Any]:
@@ -336,6 +353,7 @@ def build_step_job(
             {"name": "HF_HUB_OFFLINE", "value": "1"},
             {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *storage_env(spec),
         ],
         "resources": _resources(spec, step),
         "volumeMounts": mounts,

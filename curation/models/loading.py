@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from curation import storage
 from curation.dataset import Location
 from curation.errors import MissingDependencyError, ModelNotFoundError, SpecError
 
@@ -141,11 +142,12 @@ def compute_dtype(device: str) -> Any:
 
 
 def models_root(models: Location) -> Path:
+    """The local folder models are loaded from: the models location itself, or, for an `s3://`
+    location, the node-local cache that `resolve_model` fetches each model into once."""
+    if storage.is_object_store(models.fs):
+        return Path(storage.model_cache_root(models))
     if not isinstance(models.fs, pafs.LocalFileSystem):
-        raise SpecError(
-            f"models.path {models.path}: models must be on a local folder or a mounted PVC "
-            "(object-store URIs are not supported for weights)"
-        )
+        raise SpecError(f"models.path {models.path}: models must be on a local folder, a mounted PVC or s3://")
     return Path(models.path)
 
 
@@ -156,6 +158,7 @@ def resolve_model(models: Location | Path, name: str) -> Path:
     if rel.is_absolute() or ".." in rel.parts or not name.strip():
         raise SpecError(f"model '{name}': give a path relative to the models location ({root})")
     path = root / rel
+    storage.fetch_model(root, name)  # models on an object store: a node-local copy, fetched once
     if not path.exists():
         raise ModelNotFoundError(f"model '{name}' not found at {path}: " + POPULATE_HINT.format(path=path))
     if path.is_dir() and not (path / "config.json").exists():

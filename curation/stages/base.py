@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from curation.corpus import (
     scatter,
     write_parquet,
 )
-from curation.dataset import TEXT, Location, read_table
+from curation.dataset import TEXT, Location, commit_staged, read_table, staging_path
 from curation.errors import StepError
 from curation.plan import Step
 from curation.spec import PipelineSpec
@@ -105,11 +104,9 @@ class PartitionWriter:
         for p, parts in self.buffers.items():
             if p not in self.writers:
                 final = self.ctx.partition_file(self.step, p, self.rank)
-                parent = final.path.rsplit("/", 1)[0]
-                final.fs.create_dir(parent, recursive=True)
-                tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-r{self.rank:05d}.parquet"
-                sink = final.fs.open_output_stream(tmp)
-                self.writers[p] = (pq.ParquetWriter(sink, self.schema, compression="zstd"), tmp)
+                staged = staging_path(final)
+                sink = final.fs.open_output_stream(staged)
+                self.writers[p] = (pq.ParquetWriter(sink, self.schema, compression="zstd"), staged)
             self.writers[p][0].write_table(pa.concat_tables(parts).cast(self.schema))
         self.buffers.clear()
         self.buffered = 0
@@ -119,8 +116,7 @@ class PartitionWriter:
         self.flush()
         for p, (writer, tmp) in self.writers.items():
             writer.close()
-            final = self.ctx.partition_file(self.step, p, self.rank)
-            final.fs.move(tmp, final.path)
+            commit_staged(self.ctx.partition_file(self.step, p, self.rank), tmp)
         return len(self.writers)
 
 

@@ -89,7 +89,9 @@ def collect_stage_stats(ctx: StepContext, layout: RunLayout) -> list[dict[str, A
         seconds = sum(float(r.get("seconds", 0.0)) for r in ranks)
         wall = max((r.get("finished", 0) for r in ranks), default=0) - min((r.get("started", 0) for r in ranks), default=0)
         entry["steps"].append({"id": step.id, "world_size": step.world_size, "rank_seconds": round(seconds, 3),
-                               "wall_seconds": round(max(wall, 0.0), 3)})
+                               "wall_seconds": round(max(wall, 0.0), 3),
+                               "objects_read": sum(int(r.get("objects_read", 0)) for r in ranks),
+                               "bytes_read": sum(int(r.get("bytes_read", 0)) for r in ranks)})
         for r in ranks:
             merge_extra(entry["extra"], r.get("extra", {}))
         if step.writes_output:
@@ -257,12 +259,18 @@ class FinalizeStage(Stage):
         fingerprint = data_fingerprint(spec)
         lineage = {"spec_fingerprint": fingerprint, "input": spec.input.path,
                    "stages": [s.stage_name for s in spec.stages]}
-        layout.rejected.write_manifest(lineage)
+        # The shards the writers committed (never a listing: on an object store a listing is not
+        # the record of what a step produced): one rejected shard per canonical shard; data shards
+        # per canonical shard, or per output shard of a curriculum order.
+        order = self._order()
+        shards = layout.corpus.num_shards
+        data_shards = max(1, int(order["output_shards"])) if order is not None else shards
+        layout.rejected.write_manifest(lineage, count=shards)
         stages = collect_stage_stats(ctx, layout)
         mixture = self._mixture(ctx)
         if mixture is not None:
             layout.data.loc.join("_mixture.json").write_json_atomic(mixture)
-        manifest = layout.data.write_manifest(lineage)
+        manifest = layout.data.write_manifest(lineage, count=data_shards)
         total_in = counts.get("input_docs", 0)
         real_out = counts.get("output_docs", 0)
         summary = {

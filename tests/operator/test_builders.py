@@ -81,7 +81,8 @@ def test_pod_spec_uses_mount_points_for_paths_on_pvcs():
 
 
 def test_paths_without_a_pvc_are_used_as_written():
-    spec = make_spec(input={"path": "s3://bucket/web"}, models={"path": "/mnt/models"})
+    spec = make_spec(input={"path": "s3://bucket/web"}, models={"path": "/mnt/models"},
+                     storage={"s3": {"endpoint": "http://seaweedfs.storage:8333"}})
     doc = pod_spec_document(spec)
     assert doc["input"]["path"] == "s3://bucket/web"
     assert doc["models"]["path"] == "/mnt/models"

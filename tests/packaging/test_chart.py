@@ -240,6 +240,15 @@ def test_network_policies_deny_worker_egress_and_admit_the_api_server_for_the_op
     assert {"ipBlock": {"cidr": "10.0.0.1/32"}} in operator["egress"][0]["to"]
 
 
+def test_an_allowed_object_store_opens_worker_egress_to_it_and_dns_only(render):
+    objs = render(*VALUE_SETS["monitoring-and-network-policy"], "--set", "networkPolicy.objectStore.ports={8333}",
+                  "--set", "networkPolicy.objectStore.cidrs={10.20.0.0/16}")
+    workers = {p["metadata"]["name"]: p["spec"] for p in by_kind(objs, "NetworkPolicy")}["thresher-workers"]
+    store, dns = workers["egress"]
+    assert store == {"ports": [{"port": 8333, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+
+
 def test_values_schema_refuses_two_operator_replicas_and_unknown_keys(helm):
     for bad in ("operator.replicas=2", "operator.watch.mode=everywhere", "operatr.replicas=1"):
         result = subprocess.run(
