@@ -90,20 +90,30 @@ def test_linear_classifier_learns_quality_and_round_trips(tmp_path: Path) -> Non
 
 @pytest.mark.skipif(importlib.util.find_spec("fasttext") is None, reason="fasttext module not installed")
 def test_fasttext_backend_trains_and_scores_a_bin_model(tmp_path: Path) -> None:
+    """Trained as users train it: `thresher train-classifier` in its own process. (In a process that
+    has already run the torch causal LM of the other tests, fastText's training on these 68
+    documents lands on a different model, held-out AUC 0.72-0.93 instead of 1.0; see the closing
+    note of the production-stages issue.)"""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     texts, labels = labelled()
-    report = train_classifier(
-        texts,
-        labels,
-        tmp_path / "quality.bin",
-        backend="fasttext",
-        holdout=0.25,
-        seed=1,
-        dim=1 << 16,
-        epochs=25,
+    pq.write_table(pa.table({"text": texts, "label": ["good" if x else "bad" for x in labels]}),
+                   tmp_path / "labelled.parquet")
+    out = subprocess.run(
+        [sys.executable, "-m", "curation.cli", "train-classifier", "--input", str(tmp_path / "labelled.parquet"),
+         "--output", str(tmp_path / "quality.bin"), "--positive", "good", "--backend", "fasttext",
+         "--holdout", "0.25", "--seed", "1", "--buckets", str(1 << 16), "--epochs", "25"],
+        capture_output=True, text=True, check=False,
     )
+    assert out.returncode == 0, out.stderr
+    auc = float(out.stdout.split("held-out AUC ")[1].split(",")[0])
     scorer = load_classifier(tmp_path, "quality.bin")
     scores = scorer.score(texts)
-    assert report.auc > 0.8 and ((scores >= 0) & (scores <= 1)).all()
+    assert auc > 0.8 and ((scores >= 0) & (scores <= 1)).all()
 
 
 def test_hugging_face_sequence_classifier_scores_are_probabilities(
