@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: quickstart test test-fast lint cluster-binaries kind-e2e manifests clean
+.PHONY: quickstart test test-fast lint cluster-binaries s3-binaries kind-e2e manifests clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,16 +27,20 @@ quickstart: $(VENV)/.core
 	$(VENV)/bin/thresher run examples/quickstart.yaml --output out/quickstart
 
 ## One command: install everything and run the whole test suite (unit, model and cluster tiers).
-test: $(VENV)/.full cluster-binaries
+test: $(VENV)/.full cluster-binaries s3-binaries
 	$(VENV)/bin/pytest tests
 	$(VENV)/bin/ruff check curation operator tests bench
 	$(VENV)/bin/mypy
 
 test-fast: $(VENV)/.full
-	$(VENV)/bin/pytest tests -m "not cluster and not model"
+	$(VENV)/bin/pytest tests -m "not cluster and not model and not s3"
 
 cluster-binaries:
 	bash tests/cluster/setup.sh
+
+## SeaweedFS `weed` (the object-store tier's S3 server), built from the Go module proxy, cached.
+s3-binaries:
+	bash tests/s3/build.sh
 
 lint: $(VENV)/.full
 	$(VENV)/bin/ruff check curation operator tests bench scripts

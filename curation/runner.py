@@ -64,9 +64,13 @@ def _run_one(spec_json: str, step_id: str, rank: int, world_size: int) -> dict[s
     return run_rank(spec, step_id, rank, world_size)
 
 
-def _pool_context(step: Step) -> Any:
+def _pool_context(step: Step, spec: PipelineSpec | None = None) -> Any:
     # Model stages load torch: fork after torch has threads is unsafe, so spawn fresh processes.
-    return mp.get_context("spawn" if step.stage_type in MODEL_STAGES else "fork")
+    # The same for any object-store path: the S3 client (AWS SDK threads and connection pools)
+    # that preflight started in this process hangs in a forked child.
+    uses_store = spec is not None and any(
+        p.startswith("s3://") for p in (spec.input.path, spec.output.path, spec.models.path))
+    return mp.get_context("spawn" if step.stage_type in MODEL_STAGES or uses_store else "fork")
 
 
 @contextlib.contextmanager
@@ -123,7 +127,7 @@ def _run_steps(spec: PipelineSpec, workers: int | None, progress: bool) -> None:
         elif todo:
             procs = min(workers, len(todo))
             with _limit_threads(step, procs), ProcessPoolExecutor(
-                max_workers=procs, mp_context=_pool_context(step), initializer=_die_with_parent,
+                max_workers=procs, mp_context=_pool_context(step, spec), initializer=_die_with_parent,
                 initargs=(os.getpid(),),
             ) as pool:
                 futures = [pool.submit(_run_one, spec_json, step.id, r, step.world_size) for r in todo]

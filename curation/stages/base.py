@@ -86,6 +86,7 @@ class PartitionWriter:
         self.buffers: dict[int, list[pa.Table]] = {}
         self.buffered = 0
         self.writers: dict[int, tuple[pq.ParquetWriter, str]] = {}
+        self.sinks: dict[int, Any] = {}
 
     def write(self, table: pa.Table, partition: np.ndarray) -> None:
         order = np.argsort(partition, kind="stable")
@@ -107,6 +108,7 @@ class PartitionWriter:
                 staged = staging_path(final)
                 sink = final.fs.open_output_stream(staged)
                 self.writers[p] = (pq.ParquetWriter(sink, self.schema, compression="zstd"), staged)
+                self.sinks[p] = sink
             self.writers[p][0].write_table(pa.concat_tables(parts).cast(self.schema))
         self.buffers.clear()
         self.buffered = 0
@@ -115,7 +117,8 @@ class PartitionWriter:
         """Commit every file; returns how many partitions got rows."""
         self.flush()
         for p, (writer, tmp) in self.writers.items():
-            writer.close()
+            writer.close()  # writes the footer; the stream it was given stays open until closed here
+            self.sinks[p].close()  # on an object store: completes the upload (the object appears)
             commit_staged(self.ctx.partition_file(self.step, p, self.rank), tmp)
         return len(self.writers)
 

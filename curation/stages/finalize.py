@@ -5,8 +5,9 @@
                                        curriculum ordered the documents, kept rows go to one piece per
                                        (output shard, rank) instead. Every published id is hashed into
                                        the id partitions of the conservation check.
-    order   (reduce over output shards) ordered output only: output shard j = its pieces sorted by
-                                       curriculum position
+    order   (reduce over piece groups)  ordered output only: each group (a run of consecutive output
+                                       shards, ~512 MB of text) sorted by curriculum position and cut
+                                       into its output shards
     check   (reduce per id partition)  exact conservation: every input id once in data/ or rejected/,
                                        synthetic rows' sources are input ids
     summary (global)                   manifests, `summary.json`, `report.html`; then `_work/` is removed
@@ -18,6 +19,7 @@ run that lost a document never looks complete.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -47,6 +49,7 @@ from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext
 from curation.stages.ingest import ID_SCHEMA, id_hashes
 
 POSITION = "curriculum_position"
+PIECE_BYTES = 512 << 20  # text per partition of the ordered publish (one order rank holds one)
 ORDER_FILE = "order.json"  # written by a curriculum stage: {"docs", "rows_per_shard", "output_shards"}
 
 
@@ -162,6 +165,15 @@ class FinalizeStage(Stage):
         rejected = pa.schema([*data_fields, *evidence, pa.field(STAGE, pa.string()), pa.field(REASON, pa.string())])
         return data, rejected
 
+    def _piece_groups(self, order: dict[str, Any]) -> int:
+        """Partitions of the ordered publish: runs of consecutive output shards holding about
+        PIECE_BYTES of text each, so the publish writers' open files and the order step's memory
+        stay bounded however many output shards the curriculum asks for."""
+        corpus = self._layout().corpus
+        text = sum(int(s.get("bytes", 0)) for s in corpus.index["shards"])
+        kept = text * min(1.0, int(order["docs"]) / max(1, corpus.rows))
+        return max(1, min(int(order["output_shards"]), math.ceil(kept / PIECE_BYTES)))
+
     def _id_partitions(self, ctx: StepContext) -> int:
         return partition_count(self._layout().corpus.rows, PARTITION_ROWS["ids"], ctx.peer("check").world_size)
 
@@ -178,7 +190,7 @@ class FinalizeStage(Stage):
         if order is not None:
             if POSITION not in data_schema.names:
                 raise StepError(f"{ctx.step.id}: the curriculum stage wrote no '{POSITION}' column")
-            pieces = PartitionWriter(ctx, "pieces", rank, max(1, int(order["output_shards"])),
+            pieces = PartitionWriter(ctx, "pieces", rank, self._piece_groups(order),
                                      _user_schema(self.spec, data_schema))
         stats = StageStats()
         for shard in ctx.shards_for(rank, world_size):
@@ -194,7 +206,8 @@ class FinalizeStage(Stage):
             data = align(user_columns(self.spec, kept), _user_schema(self.spec, data_schema))
             if pieces is not None:
                 positions = kept.column(POSITION).to_numpy(zero_copy_only=False).astype(np.int64)
-                pieces.write(data, positions // int(order["rows_per_shard"]))  # type: ignore[index]
+                shard_of = positions // int(order["rows_per_shard"])  # type: ignore[index]
+                pieces.write(data, _group_of(shard_of, int(order["output_shards"]), pieces.count))  # type: ignore[index]
             else:
                 layout.data.write_shard(shard, data)
             ids.write(*_published_ids(kept, Kind.OUTPUT, ids.count))
@@ -217,12 +230,20 @@ class FinalizeStage(Stage):
         layout = self._layout()
         data_schema = _user_schema(self.spec, self._schemas(self._view())[0])
         shards: list[dict[str, Any]] = []
-        for j in range(rank, max(1, int(order["output_shards"])), world_size):
-            table = ctx.read_partition("pieces", j, data_schema, writer="publish")
+        total = max(1, int(order["output_shards"]))
+        rows_per_shard = int(order["rows_per_shard"])
+        groups = self._piece_groups(order)
+        for g in range(rank, groups, world_size):
+            table = ctx.read_partition("pieces", g, data_schema, writer="publish")
             table = table.take(pc.sort_indices(table, [(POSITION, "ascending")]))
-            layout.data.write_shard(j, table)
-            shards.append(_shard_summary(j, table))
-            stats.docs_out += table.num_rows
+            shard_of = table.column(POSITION).to_numpy(zero_copy_only=False).astype(np.int64) // rows_per_shard
+            members = np.flatnonzero(_group_of(np.arange(total, dtype=np.int64), total, groups) == g)
+            bounds = np.searchsorted(shard_of, np.append(members, members[-1] + 1)) if len(members) else []
+            for k, j in enumerate(members.tolist()):  # the group's output shards, each written even if empty
+                part = table.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k]))
+                layout.data.write_shard(j, part)
+                shards.append(_shard_summary(j, part))
+                stats.docs_out += part.num_rows
         ctx.scratch.join("order", f"r{rank:05d}.json").write_json_atomic(shards)
         return stats.to_dict()
 
@@ -324,6 +345,11 @@ class FinalizeStage(Stage):
             mixture["shards"] = sorted(shards, key=lambda s: s["shard"])
             return mixture
         return None
+
+
+def _group_of(shard: np.ndarray, shards: int, groups: int) -> np.ndarray:
+    """The piece group of each output shard: contiguous runs, `groups` of them."""
+    return (np.asarray(shard, dtype=np.int64) * groups) // max(1, shards)
 
 
 def remove_work(spec: PipelineSpec, layout: RunLayout) -> None:

@@ -314,6 +314,7 @@ class _PartWriter:
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
         self.tmp = ""
+        self.sink: Any = None
         self.rows = self.bytes = self.first_row = 0
 
     def name(self) -> str:
@@ -337,8 +338,8 @@ class _PartWriter:
             table = _conform(table, self.schema, f)
         if self.writer is None:
             self.tmp = staging_path(self.corpus.join(self.name()))
-            self.writer = pq.ParquetWriter(self.corpus.fs.open_output_stream(self.tmp), self.schema,
-                                           compression="zstd")
+            self.sink = self.corpus.fs.open_output_stream(self.tmp)
+            self.writer = pq.ParquetWriter(self.sink, self.schema, compression="zstd")
         self.writer.write_table(table)
         self.rows += table.num_rows
         self.bytes += int(pc.sum(table.column(BYTES)).as_py() or 0)
@@ -348,7 +349,8 @@ class _PartWriter:
     def finish_part(self) -> None:
         if self.writer is None:
             return
-        self.writer.close()
+        self.writer.close()  # the footer; the stream it was given stays open until closed here
+        self.sink.close()  # on an object store: completes the upload
         name = self.name()
         commit_staged(self.corpus.join(name), self.tmp)
         self.parts.append({"name": name, "rows": self.rows, "bytes": self.bytes, "first_row": self.first_row})

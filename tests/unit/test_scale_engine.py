@@ -148,3 +148,29 @@ def test_intermediate_files_are_one_per_partition_and_rank(tmp_path: Path) -> No
     for folder in ("01-exact-dedup/scratch/hash", "02-minhash-dedup/scratch/signatures"):
         files = list((work / folder).glob("p*/r*.parquet"))
         assert 0 < len(files) <= 2 * 2, folder  # ranks x partitions, not shards x partitions
+
+
+def test_ordered_publish_groups_output_shards_so_open_files_stay_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 10M documents a curriculum with 2,000 rows per output shard asked for ~5,000 shards, and
+    publish held one open writer per shard (4.8 GB per rank). Pieces now go to groups of consecutive
+    output shards (~PIECE_BYTES of text each): same output, at most ranks x groups piece files."""
+    from curation.stages import finalize
+
+    texts = [f"document {i} " + "lorem ipsum dolor " * (i % 13 + 1) for i in range(400)]
+    inp = write_docs(tmp_path / "in", texts, shards=3)
+    stages = [{"type": "curriculum", "params": {"signal": "length", "order": "ascending", "rowsPerShard": 7}}]
+    run_all(make_spec(inp, tmp_path / "one", stages, parallelism=2))
+    monkeypatch.setattr(finalize, "PIECE_BYTES", 2_000)  # many groups of a few shards each
+    run_all(make_spec(inp, tmp_path / "grouped", stages, parallelism=2))
+    for sub in ("data", "rejected"):
+        names = sorted(p.name for p in (tmp_path / "one" / sub).glob("part-*.parquet"))
+        assert names == sorted(p.name for p in (tmp_path / "grouped" / sub).glob("part-*.parquet"))
+        for name in names:
+            assert pq.read_table(tmp_path / "one" / sub / name) == pq.read_table(tmp_path / "grouped" / sub / name)
+    assert len(list((tmp_path / "one" / "data").glob("part-*.parquet"))) == 58  # ceil(400 / 7)
+    pieces = list((tmp_path / "one" / "_work").rglob("pieces/*/*.parquet"))
+    assert len(pieces) <= 2  # one group (the whole text is below PIECE_BYTES) x 2 ranks
+    grouped = list((tmp_path / "grouped" / "_work").rglob("pieces/*/*.parquet"))
+    assert 2 < len(grouped) <= 2 * 58
