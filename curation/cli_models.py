@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,27 +93,40 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"linked {name} -> {link.resolve()}")
         for hint in available_sources()[1]:
             print(f"not installed, skipped: {hint}")
-    print(f"models location: {root}")
-    if not root.is_dir():
+    entries = None
+    if root.is_dir():
+        entries = [(p.name, describe_entry(root, p)) for p in sorted(root.iterdir()) if not p.name.startswith(".")]
+
+    def check(name: str) -> str | None:
+        try:
+            resolve_model(root, name)
+            return None
+        except (ModelNotFoundError, SpecError) as err:
+            return str(err)
+
+    return _report(str(root), entries, spec, check)
+
+
+def _report(where: str, entries: list[tuple[str, str]] | None, spec: Any,
+            check: Callable[[str], str | None]) -> int:
+    """Print a models location's entries (None: missing) and, with a spec, whether each model its
+    stages load is there (`check` returns why not, or None)."""
+    print(f"models location: {where}")
+    if entries is None:
         print("  (missing)")
-    else:
-        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-        for entry in entries:
-            print(f"  {entry.name}: {describe_entry(root, entry)}")
-        if not entries:
-            print("  (empty)")
+    for name, what in entries or []:
+        print(f"  {name}: {what}")
+    if entries == []:
+        print("  (empty)")
     if spec is None:
         return 0
     print("models the spec's stages load:")
     missing = []
     for stage, role, name in spec_models(spec):
-        try:
-            resolve_model(root, name)
-            status = "ok"
-        except (ModelNotFoundError, SpecError) as err:
-            status = "MISSING"
-            missing.append(str(err))
-        print(f"  {stage} ({role}): {name}: {status}")
+        problem = check(name)
+        print(f"  {stage} ({role}): {name}: {'MISSING' if problem else 'ok'}")
+        if problem:
+            missing.append(problem)
     if missing:
         raise ModelNotFoundError("; ".join(missing))
     return 0
@@ -129,28 +143,17 @@ def _list_object_store(uri: str, spec: Any) -> int:
     storage.configure(spec.storage if spec is not None else None)
     loc = Location.of(uri)
     storage.check_access(loc, "models.path", uri)
-    print(f"models location: {uri}")
     sizes: dict[str, int] = {}
     for info in loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=True)):
         if info.type == pafs.FileType.File:
             top = info.path[len(loc.path):].lstrip("/").split("/", 1)[0]
             sizes[top] = sizes.get(top, 0) + int(info.size or 0)
-    for name in sorted(n for n in sizes if not n.startswith(".")):
-        print(f"  {name}: {sizes[name] / 1e6:,.1f} MB")
-    if not sizes:
-        print("  (empty)")
-    if spec is None:
-        return 0
-    print("models the spec's stages load:")
-    missing = []
-    for stage, role, name in spec_models(spec):
-        present = loc.join(name).exists()
-        print(f"  {stage} ({role}): {name}: {'ok' if present else 'MISSING'}")
-        if not present:
-            missing.append(f"model '{name}' not found at {uri.rstrip('/')}/{name}")
-    if missing:
-        raise ModelNotFoundError("; ".join(missing))
-    return 0
+    entries = [(n, f"{sizes[n] / 1e6:,.1f} MB") for n in sorted(sizes) if not n.startswith(".")]
+
+    def check(name: str) -> str | None:
+        return None if loc.join(name).exists() else f"model '{name}' not found at {uri.rstrip('/')}/{name}"
+
+    return _report(uri, entries, spec, check)
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
