@@ -75,7 +75,7 @@ def partition_count(items: int, budget: int, world_size: int) -> int:
 
 # Rows per reduce partition for each kind of intermediate: the memory budget of one reduce rank.
 PARTITION_ROWS = {"ids": 2_000_000, "exact": 3_000_000, "bands": 3_000_000, "curriculum": 4_000_000,
-                  "embeddings": 500_000, "clusters": 4_000_000}
+                  "embeddings": 500_000, "clusters": 4_000_000, "names": 2_000_000}
 
 
 @dataclass

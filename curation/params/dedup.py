@@ -146,7 +146,7 @@ STAGES = (
         params=MinHashParams,
         title="near-duplicate removal with MinHash + LSH, optionally verified against the text",
         steps=(StepDef("signatures", MAP), StepDef("buckets", REDUCE), StepDef("verify", REDUCE),
-               StepDef("components", GLOBAL), StepDef("filter", MAP)),
+               StepDef("components", GLOBAL), StepDef("names", MAP), StepDef("filter", MAP)),
         impl="curation.stages.minhash:MinHashDedupStage",
         produces=(*EVIDENCE_COLUMNS, ("similarity_estimate", "double")),
     ),

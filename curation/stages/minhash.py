@@ -16,10 +16,14 @@
                          side files, in batches of bounded size) must reach `verifyThreshold`;
                          writes the edges, counts the rejected pairs and samples a few
     components (global)  union-find over the edges only (they grow with duplicates, not with the
-                         corpus); one survivor per component (`keep`); the removal list (key, id of
-                         the survivor, its key, the component's first member) sorted by key
+                         corpus); one survivor per component (`keep`); the removal list (key, the
+                         survivor's key, the component's first member's key) sorted by key, and the
+                         id requests (owner key, removed key, kind) sorted by owner: keys only
+    names (map)          per shard: the ids of the survivors and first members it holds (one read of
+                         its id column), sent to partitions that follow the filter's ranks, one
+                         file per (partition, rank): no rank ever holds the corpus's ids
     filter (map)         per shard: removed rows get reason `near-duplicate`, `dup_of` (the
-                         survivor), `similarity_estimate` (signature agreement with the survivor),
+                         survivor's id, from its names partition), `similarity_estimate` (signature agreement with the survivor),
                          `similarity` (the exact shingle Jaccard with `verify: text`, else the
                          estimate) and `dup_group`; the survivors' side-file rows are read by row
 
@@ -45,6 +49,7 @@ from curation.corpus import (
     partition_count,
 )
 from curation.dataset import ID, TEXT, Location, read_table, write_table_atomic
+from curation.errors import StepError
 from curation.sidefiles import read_npy, write_npy
 from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys, split_keys
 from curation.stages.minhash_math import (
@@ -58,16 +63,27 @@ from curation.stages.minhash_math import (
     sorted_unique,
     survivors,
 )
-from curation.stages.removals import read_removals, removal_rows, write_evidence_split, write_removals
+from curation.stages.removals import (
+    read_key_range,
+    read_removals,
+    removal_rows,
+    write_evidence_split,
+    write_removals,
+    write_sorted,
+)
 
 REASON = "near-duplicate"
 BAND_SCHEMA = pa.schema([("band_hash", pa.uint64()), ("key", pa.uint64()), ("length", pa.int64())])
 EDGE_SCHEMA = pa.schema(
     [("u", pa.uint64()), ("v", pa.uint64()), ("u_length", pa.int64()), ("v_length", pa.int64())]
 )
-REMOVALS_SCHEMA = pa.schema(
-    [("key", pa.uint64()), (DUP_OF, pa.string()), ("survivor", pa.uint64()), (DUP_GROUP, pa.string())]
-)
+REMOVALS_SCHEMA = pa.schema([("key", pa.uint64()), ("survivor", pa.uint64()), ("root", pa.uint64())])
+# Ids the evidence needs, asked of the shard that holds them: `owner` (a survivor's or a group's
+# first member's key), `consumer` (the removed document's key), `kind` (DUP_OF or DUP_GROUP).
+REQUESTS_SCHEMA = pa.schema([("owner", pa.uint64()), ("consumer", pa.uint64()), ("kind", pa.uint8())])
+NAMES_SCHEMA = pa.schema([("consumer", pa.uint64()), ("kind", pa.uint8()), ("id", pa.string())])
+KIND_DUP_OF, KIND_GROUP = 0, 1
+REQUESTS = "requests.parquet"
 VERIFY_BLOCK = 1 << 16  # pairs whose signatures are compared at once (x 2 x num_perm x 4 bytes)
 VERIFY_KEYS = 1 << 23  # shingle keys of the pairs Jaccard-compared at once (x ~24 bytes at the peak)
 SLICE_DOCS = 1 << 16  # documents whose signatures are held at once (x num_perm x 4 bytes)
@@ -140,7 +156,7 @@ def pair_batches(sizes: np.ndarray, budget: int) -> Iterator[slice]:
 
 class MinHashDedupStage(Stage):
     type_name = "minhash-dedup"
-    steps = ("signatures", "buckets", "verify", "components", "filter")
+    steps = ("signatures", "buckets", "verify", "components", "names", "filter")
 
     # ---- side files ------------------------------------------------------------------------
 
@@ -376,6 +392,8 @@ class MinHashDedupStage(Stage):
         loc = ctx.scratch.join("components", REMOVALS)
         if not len(u):
             write_removals(loc, REMOVALS_SCHEMA.empty_table())
+            write_sorted(ctx.scratch.join("components", REQUESTS), REQUESTS_SCHEMA.empty_table(), "owner")
+            ctx.scratch.join("components", "names.json").write_json_atomic({"requests": 0})
             return stats.to_dict()
         nodes, roots = connected_components(u, v)
         lengths = None
@@ -385,24 +403,23 @@ class MinHashDedupStage(Stage):
             lengths[np.searchsorted(nodes, v)] = edges.column("v_length").to_numpy()
         keepers = survivors(nodes, roots, lengths)
         removed = nodes != keepers
-        gone = int(removed.sum())
-        ids = self._ids_of(ctx, np.concatenate([keepers[removed], roots[removed]]))
-        table = pa.table(
-            {
-                "key": pa.array(nodes[removed], pa.uint64()),
-                DUP_OF: ids.slice(0, gone),
-                "survivor": pa.array(keepers[removed], pa.uint64()),
-                DUP_GROUP: ids.slice(gone),
-            },
-            schema=REMOVALS_SCHEMA,
-        )
-        write_removals(loc, table)
+        key, survivor, root = nodes[removed], keepers[removed], roots[removed]
+        write_removals(loc, pa.table({"key": pa.array(key, pa.uint64()), "survivor": pa.array(survivor, pa.uint64()),
+                                      "root": pa.array(root, pa.uint64())}, schema=REMOVALS_SCHEMA))
+        # The ids of survivors and first members are looked up by the `names` map, each by the
+        # rank whose shard holds it: this step keeps only keys (edges-sized), never ids.
+        requests = pa.table({"owner": pa.array(np.concatenate([survivor, root]), pa.uint64()),
+                             "consumer": pa.array(np.concatenate([key, key]), pa.uint64()),
+                             "kind": pa.array(np.repeat(np.array([KIND_DUP_OF, KIND_GROUP], np.uint8), len(key)))},
+                            schema=REQUESTS_SCHEMA)
+        write_sorted(ctx.scratch.join("components", REQUESTS), requests, "owner")
+        ctx.scratch.join("components", "names.json").write_json_atomic({"requests": requests.num_rows})
         _, sizes = np.unique(roots, return_counts=True)
         stats.extra = {"cluster_sizes": size_histogram(sizes), "clusters": int(len(sizes))}
         return stats.to_dict()
 
     def _ids_of(self, ctx: StepContext, keys: np.ndarray) -> pa.Array:
-        """Document ids of `keys`, reading only the `id` column of the shards they live in."""
+        """Document ids of a few `keys` (the report's sample), reading the `id` column of their shards."""
         wanted = np.unique(keys)
         shard_of = (wanted >> np.uint64(32)).astype(np.int64)
         ids = np.empty(len(wanted), dtype=object)
@@ -414,11 +431,82 @@ class MinHashDedupStage(Stage):
             ids[here] = column.take(pa.array(rows)).to_numpy(zero_copy_only=False)
         return pa.array(ids[np.searchsorted(wanted, keys)], pa.string())
 
+    # ---- names (map): the ids of survivors and first members, by the shard that holds them ------
+
+    def _names_layout(self, ctx: StepContext) -> tuple[int, int, int]:
+        """(filter ranks W, partitions per filter rank k, shards per filter rank at most): the names
+        step's partitions follow the filter's ranks, so a filter rank reads only its own partitions,
+        each once, and one partition holds at most PARTITION_ROWS["names"] rows."""
+        world = ctx.peer("filter").world_size
+        marker = ctx.scratch.join("components", "names.json")
+        rows = int(marker.read_json()["requests"]) if marker.exists() else 0
+        per_rank = -(-partition_count(rows, PARTITION_ROWS["names"], world) // world)
+        shards = ctx.input.corpus.num_shards if ctx.input else 0
+        return world, per_rank, max(1, -(-shards // world))
+
+    def _names_partition(self, shard: np.ndarray, layout: tuple[int, int, int]) -> np.ndarray:
+        """Partition of each consumer shard: filter rank `shard % W` owns partitions
+        [r*k, r*k + k), in the order it visits its shards."""
+        world, k, per_rank = layout
+        shard = shard.astype(np.int64)
+        return (shard % world) * k + (shard // world) * k // per_rank
+
+    def step_names(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        source = self.require_input(ctx)
+        requests_loc = ctx.scratch.join("components", REQUESTS)
+        layout = self._names_layout(ctx)
+        writer = PartitionWriter(ctx, "names", rank, layout[0] * layout[1], NAMES_SCHEMA)
+        asked = 0
+        for shard in ctx.shards_for(rank, world_size):
+            wanted = read_key_range(requests_loc, "owner", shard, REQUESTS_SCHEMA)
+            if not wanted.num_rows:
+                continue
+            rows = (wanted.column("owner").to_numpy() & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            ids = pc.cast(source.read_shard(shard, columns=[ID]).column(ID), pa.string()).take(pa.array(rows))
+            consumer = wanted.column("consumer").to_numpy()
+            names = pa.table({"consumer": wanted.column("consumer"), "kind": wanted.column("kind"), "id": ids},
+                             schema=NAMES_SCHEMA)
+            writer.write(names, self._names_partition(consumer >> np.uint64(32), layout))
+            asked += wanted.num_rows
+        files = writer.close()
+        stats = StageStats()
+        stats.extra = {"ids_looked_up": asked, "files": files}
+        return stats.to_dict()
+
+    def _names_of(self, ctx: StepContext, partition: int) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+        """Every (consumer key, kind, id) of one names partition, sorted by (consumer, kind)."""
+        ranks = ctx.peer("names").world_size
+        parts = [read_table(f) for f in (ctx.partition_file("names", partition, r) for r in range(ranks))
+                 if f.exists()]
+        table = pa.concat_tables(parts) if parts else NAMES_SCHEMA.empty_table()
+        consumer = table.column("consumer").to_numpy().astype(np.uint64)
+        kind = table.column("kind").to_numpy().astype(np.uint64)
+        order = np.lexsort((kind, consumer))
+        ids = table.column("id").combine_chunks() if table.num_rows else pa.array([], pa.string())
+        return consumer[order] * np.uint64(2) + kind[order], consumer[order], ids.take(pa.array(order, pa.int64()))
+
     # ---- filter (map) --------------------------------------------------------------------------
 
     def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         source = self.require_input(ctx)
         files = [ctx.scratch.join("components", REMOVALS)]
+        layout = self._names_layout(ctx)
+        cached: dict[int, tuple[np.ndarray, np.ndarray, pa.Array]] = {}
+
+        def names(shard: int, keys: np.ndarray, kind: int) -> pa.Array:
+            partition = int(self._names_partition(np.array([shard]), layout)[0])
+            if partition not in cached:
+                cached.clear()  # a rank visits its partitions in order: one is held at a time
+                cached[partition] = self._names_of(ctx, partition)
+            packed, _, ids = cached[partition]
+            want = keys.astype(np.uint64) * np.uint64(2) + np.uint64(kind)
+            at = np.searchsorted(packed, want)
+            found = (at < len(packed)) & (packed[np.minimum(at, max(len(packed) - 1, 0))] == want) if len(packed) \
+                else np.zeros(len(want), bool)
+            if not found.all():
+                raise StepError(f"minhash-dedup: {int((~found).sum())} removed document(s) of shard {shard} have no "
+                                "looked-up id (the names step's files are incomplete); rerun the stage")
+            return ids.take(pa.array(at, pa.int64()))
 
         def split(shard: int) -> dict[str, Any]:
             removed = read_removals(files, shard, REMOVALS_SCHEMA)
@@ -426,8 +514,8 @@ class MinHashDedupStage(Stage):
             survivor = removed.column("survivor").to_numpy()
             estimate = self.estimate(ctx, keys, survivor)
             similarity = self.exact_jaccard(ctx, keys, survivor) if self.params.verify_mode == "text" else estimate
-            dup_of = removed.column(DUP_OF).combine_chunks() if removed.num_rows else pa.array([], pa.string())
-            group = removed.column(DUP_GROUP).combine_chunks() if removed.num_rows else pa.array([], pa.string())
+            dup_of = names(shard, keys, KIND_DUP_OF) if removed.num_rows else pa.array([], pa.string())
+            group = names(shard, keys, KIND_GROUP) if removed.num_rows else pa.array([], pa.string())
             evidence = {DUP_OF: dup_of, SIMILARITY: pa.array(similarity, pa.float64()),
                         SIMILARITY_ESTIMATE: pa.array(estimate, pa.float64()), DUP_GROUP: group}
             return write_evidence_split(self, ctx, shard, source.read_shard(shard, []), removal_rows(removed),

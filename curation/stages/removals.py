@@ -25,27 +25,36 @@ KEY = "key"
 REMOVALS_ROW_GROUP = 1 << 16  # small row groups: a filter rank reads only its shard's key range
 
 
-def write_removals(loc: Location, table: pa.Table) -> int:
-    """Write removal rows (a `key` column and evidence) sorted by key, in small row groups, atomically."""
-    table = table.take(pc.sort_indices(table, [(KEY, "ascending")]))
+def write_sorted(loc: Location, table: pa.Table, column: str = KEY) -> int:
+    """Write rows sorted by a uint64 key `column`, in small row groups, atomically: a reader of one
+    shard's key range reads only the row groups that hold it."""
+    table = table.take(pc.sort_indices(table, [(column, "ascending")]))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", row_group_size=REMOVALS_ROW_GROUP)
     loc.write_bytes_atomic(sink.getvalue().to_pybytes())
     return table.num_rows
 
 
+def write_removals(loc: Location, table: pa.Table) -> int:
+    """Write removal rows (a `key` column and evidence) sorted by key, in small row groups, atomically."""
+    return write_sorted(loc, table, KEY)
+
+
+def read_key_range(loc: Location, column: str, shard: int, schema: pa.Schema) -> pa.Table:
+    """Rows of a file written by `write_sorted` whose `column` key is in `shard` (row groups pruned)."""
+    lo, hi = shard << 32, (shard + 1) << 32
+    expr = (pc.field(column) >= pa.scalar(lo, pa.uint64())) & (pc.field(column) < pa.scalar(hi, pa.uint64()))
+    if not loc.exists():
+        raise StepError(f"{loc.path}: missing (did the step before finish?)")
+    try:
+        return pq.read_table(loc.path, filesystem=loc.fs, filters=expr).cast(schema)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputDataError(f"{loc.path}: not a readable Parquet file ({err}); rerun the stage") from None
+
+
 def read_removals(locs: list[Location], shard: int, schema: pa.Schema) -> pa.Table:
     """Rows of removal files whose key is in `shard` (row groups pruned by key)."""
-    lo, hi = shard << 32, (shard + 1) << 32
-    expr = (pc.field(KEY) >= pa.scalar(lo, pa.uint64())) & (pc.field(KEY) < pa.scalar(hi, pa.uint64()))
-    tables = []
-    for loc in locs:
-        if not loc.exists():
-            raise StepError(f"{loc.path}: missing (did the step before finish?)")
-        try:
-            tables.append(pq.read_table(loc.path, filesystem=loc.fs, filters=expr).cast(schema))
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputDataError(f"{loc.path}: not a readable Parquet file ({err}); rerun the stage") from None
+    tables = [read_key_range(loc, KEY, shard, schema) for loc in locs]
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 

@@ -142,7 +142,8 @@ def test_plan_lists_steps_in_order_with_world_sizes(fake_filter: str, tmp_path: 
     ids = [(s.id, s.world_size) for s in plan_steps(spec)]
     assert ids == [("ingest.read", 4), ("ingest.index", 1), ("ingest.ids", 4), ("ingest.check", 4),
                    ("minhash-dedup.signatures", 4), ("minhash-dedup.buckets", 4),
-                   ("minhash-dedup.verify", 4), ("minhash-dedup.components", 1), ("minhash-dedup.filter", 4),
+                   ("minhash-dedup.verify", 4), ("minhash-dedup.components", 1), ("minhash-dedup.names", 4),
+                   ("minhash-dedup.filter", 4),
                    ("curriculum.score", 4),
                    ("curriculum.order", 1), ("curriculum.partition", 4), ("curriculum.rank", 4),
                    ("curriculum.write", 4), ("finalize.publish", 4), ("finalize.order", 4),

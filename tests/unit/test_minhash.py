@@ -390,3 +390,31 @@ def test_a_shard_emptied_by_an_earlier_stage_passes_through(tmp_path: Path) -> N
         "d00004",
         "d00006",
     ]
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_survivor_ids_are_looked_up_by_partition_and_every_removal_names_one(
+        tmp_path: Path, parallelism: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two id requests per partition: many names partitions, each filter rank reading only its own,
+    # and the evidence equal to the one-partition run's.
+    import curation.corpus as corpus_module
+
+    texts, _, _ = _corpus(seed=3)
+    base, _ = _run(tmp_path / "base", texts, parallelism=1)
+    monkeypatch.setitem(corpus_module.PARTITION_ROWS, "names", 2)
+    out, summary = _run(tmp_path / "split", texts, parallelism=parallelism)
+    assert summary["conservation"]["holds"]
+    for sub in ("data", "rejected"):
+        assert sorted(map(str, output_rows(base, sub))) == sorted(map(str, output_rows(out, sub)))
+    rejected = output_rows(out, "rejected")
+    kept = {r["doc_id"] for r in output_rows(out)}
+    assert rejected and all(r["dup_of"] in kept and r["dup_group"] for r in rejected)
+    names = sorted((out / "_work").rglob("names/p*/r*"))
+    requests = 2 * len(rejected)
+    partitions = {p.parent.name for p in names}
+    assert len(partitions) >= min(requests // 2, 5) > 1  # the ids went to many partitions
+    assert len(names) <= parallelism * len(partitions)  # one file per (partition, rank) at most
+    # no step before `names` holds ids: the components step's files carry keys only
+    components = next((out / "_work").rglob("components"))
+    for f in components.glob("*.parquet"):
+        assert all(pa.types.is_unsigned_integer(t) for t in pq.read_schema(f).types), f
