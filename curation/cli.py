@@ -88,6 +88,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from curation.layout import RunLayout
     from curation.report import write_report
 
+    configure_storage(args.spec)
     layout = RunLayout.of(args.output)
     if not layout.summary.exists():
         raise CurationError(f"{args.output}: no summary.json (is this a finished Thresher output folder?)")
@@ -101,6 +102,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(describe_summary(summary))
     print(f"report: {layout.report.path}")
     return 0
+
+
+def configure_storage(spec_path: str | None) -> None:
+    """Object-store settings for a command that reads an output folder: the spec's `storage`, or
+    without `--spec` the standard AWS variables (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, keys)."""
+    from curation import storage
+    from curation.spec import load_spec
+
+    storage.configure(load_spec(spec_path).storage if spec_path else None)
+
+
+SPEC_FOR_STORAGE = ("the pipeline spec whose spec.storage reaches an s3:// output (default: the AWS "
+                    "variables, e.g. AWS_ENDPOINT_URL_S3)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild report.html from an output folder and print the summary")
     p.add_argument("output")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--spec", default=None, help=SPEC_FOR_STORAGE)
     p.set_defaults(func=cmd_report)
 
     __import__("curation.cli_explain", fromlist=["add_parsers"]).add_parsers(sub)  # thresher explain

@@ -38,6 +38,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--output", required=True, help="a finished output folder")
     p.add_argument("--id-field", default=None, help="default: the spec's input.idField, else `id`")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--spec", default=None, help="the pipeline spec whose spec.storage reaches an s3:// output "
+                                                "(default: the AWS variables, e.g. AWS_ENDPOINT_URL_S3)")
     p.set_defaults(func=cmd_explain)
 
 
@@ -215,6 +217,9 @@ def _short(value: Any) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from curation.cli import configure_storage
+
+    configure_storage(args.spec)
     result = explain(args.output, args.id, args.id_field)
     print(json.dumps(result, indent=2, default=str) if args.json else render(result))
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from curation import storage
 from curation.corpus import CorpusView
 from curation.dataset import TMP_PREFIX, Location
 from curation.errors import DiskFullError, SpecError, StepError
@@ -128,11 +129,15 @@ def remove_temporary_files(spec: PipelineSpec) -> int:
 
 @contextlib.contextmanager
 def disk_full_is_an_error(output_path: str) -> Iterator[None]:
-    """ENOSPC (or a full quota) anywhere inside becomes one line naming the path being written."""
+    """ENOSPC (or a full quota) anywhere inside becomes one line naming the path being written; an
+    object store's refusal or network failure becomes one line naming the endpoint and bucket."""
     try:
         yield
     except OSError as err:
         if err.errno not in DISK_FULL:
+            converted = storage.as_storage_error(err)
+            if converted is not None:
+                raise converted from None
             raise
         where = err.filename or _newest_temporary_file(output_path) or f"below {output_path}"
         raise DiskFullError(

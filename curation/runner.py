@@ -68,8 +68,10 @@ def _pool_context(step: Step, spec: PipelineSpec | None = None) -> Any:
     # Model stages load torch: fork after torch has threads is unsafe, so spawn fresh processes.
     # The same for any object-store path: the S3 client (AWS SDK threads and connection pools)
     # that preflight started in this process hangs in a forked child.
+    from curation import storage
+
     uses_store = spec is not None and any(
-        p.startswith("s3://") for p in (spec.input.path, spec.output.path, spec.models.path))
+        storage.is_uri(p) for p in (spec.input.path, spec.output.path, spec.models.path))
     return mp.get_context("spawn" if step.stage_type in MODEL_STAGES or uses_store else "fork")
 
 

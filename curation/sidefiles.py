@@ -60,12 +60,30 @@ def read_npy(loc: Location, rows: np.ndarray | None = None) -> np.ndarray:
         offset = f.tell()
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         out = np.empty((len(rows), *shape[1:]), dtype=dtype)
-        # contiguous runs of rows are read with one request each
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for run in np.split(np.arange(len(rows)), breaks) if len(rows) else []:
-            first, count = int(rows[run[0]]), len(run)
-            raw = f.read_at(count * row_bytes, offset + first * row_bytes)
-            out[run] = np.frombuffer(raw, dtype=dtype).reshape(count, *shape[1:])
+        for lo, hi in coalesced_runs(rows, row_bytes):
+            first, last = int(rows[lo]), int(rows[hi - 1])
+            raw = f.read_at((last - first + 1) * row_bytes, offset + first * row_bytes)
+            block = np.frombuffer(raw, dtype=dtype).reshape(last - first + 1, *shape[1:])
+            out[lo:hi] = block[rows[lo:hi] - first]
         return out
+
+
+HOLE_BYTES = 1 << 20  # a gap this small is read through: one request costs more than 1 MiB of transfer
+RANGE_BYTES = 32 << 20  # no single request spans more (bounds the buffer of one read)
+
+
+def coalesced_runs(rows: np.ndarray, row_bytes: int, hole: int = HOLE_BYTES,
+                   span: int = RANGE_BYTES) -> list[tuple[int, int]]:
+    """Split sorted `rows` into [lo, hi) runs, one ranged request each: a run continues across gaps
+    of at most `hole` bytes and breaks where a `span`-aligned block boundary is crossed (so a request
+    reads at most `span` bytes plus one row). Vectorised: rows can be millions of shingle keys."""
+    if not len(rows):
+        return []
+    rows = np.asarray(rows, dtype=np.int64)
+    gap = (np.diff(rows) - 1) * row_bytes
+    block = rows * row_bytes // max(span, row_bytes)
+    breaks = np.flatnonzero((gap > hole) | (np.diff(block) != 0)) + 1
+    bounds = np.concatenate([[0], breaks, [len(rows)]])
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 

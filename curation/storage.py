@@ -19,6 +19,7 @@ Listing is never the source of truth for what a step produced.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,11 @@ class StorageError(CurationError):
 
     reason = "StorageUnavailable"
 
+    def __init__(self, message: str, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.exit_code = 2 if permanent else 4
+
 
 @dataclass(frozen=True)
 class S3Settings:
@@ -50,9 +56,12 @@ class S3Settings:
 
     @classmethod
     def from_spec(cls, s3: Any) -> S3Settings:
+        """The spec's settings; an endpoint the spec leaves out comes from the standard
+        `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` variables (as AWS's own tools read them)."""
+        env = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         if s3 is None:
-            return cls()
-        return cls(endpoint=s3.endpoint, region=s3.region, addressing=s3.addressing, ca_bundle=s3.ca_bundle,
+            return cls(endpoint=env)
+        return cls(endpoint=s3.endpoint or env, region=s3.region, addressing=s3.addressing, ca_bundle=s3.ca_bundle,
                    connect_timeout=float(s3.connect_timeout_seconds),
                    request_timeout=float(s3.request_timeout_seconds), max_attempts=int(s3.max_attempts))
 
@@ -139,22 +148,55 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
 
 
-def describe(err: BaseException, path: str) -> str:
-    """One line for an object-store failure: what went wrong, where, what to do."""
-    s = _settings
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    where = f"endpoint {s.endpoint or 'AWS ' + s.region}, {path}"
+def endpoint_name() -> str:
+    """The store requests go to, as a person reads it (messages name it)."""
+    return f"endpoint {_settings.endpoint}" if _settings.endpoint else f"AWS {_settings.region}"
+
+
+_S3_ERROR = re.compile(r"AWS Error|in bucket '|bucket '[^']*'|curlCode|S3 ", re.IGNORECASE)
+_IN_BUCKET = re.compile(r"bucket '([^']+)'")
+
+
+def _kind(text: str) -> str:
     low = text.lower()
     if "access_denied" in low or "accessdenied" in low or "403" in low or "invalidaccesskeyid" in low \
             or "signaturedoesnotmatch" in low or "forbidden" in low:
+        return "denied"
+    if "nosuchbucket" in low or "bucket does not exist" in low or "no_such_bucket" in low:
+        return "bucket"
+    if "ssl" in low or "certificate" in low or "tls" in low:
+        return "tls"
+    if "connect" in low or "timeout" in low or "timed out" in low or "resolve" in low or "network" in low \
+            or "curl" in low:
+        return "network"
+    return "other"
+
+
+def as_storage_error(err: OSError) -> StorageError | None:
+    """An object-store failure raised mid-step (a pyarrow S3 `OSError`) as one clear line, or None
+    for any other `OSError`. Refusals (credentials, permission, bucket, TLS) are permanent; a network
+    failure is not (the step is retried)."""
+    text = str(err)
+    if not _S3_ERROR.search(text):
+        return None
+    found = _IN_BUCKET.search(text)
+    where = f"bucket '{found.group(1)}'" if found else "the store"
+    return StorageError(describe(err, where), permanent=_kind(text) != "network")
+
+
+def describe(err: BaseException, path: str) -> str:
+    """One line for an object-store failure: what went wrong, where, what to do."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    where = f"{endpoint_name()}, {path}"
+    kind = _kind(text)
+    if kind == "denied":
         hint = "the credentials were refused or lack permission; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY " \
                "(the credentialsSecret in a cluster) and the bucket policy"
-    elif "nosuchbucket" in low or "bucket does not exist" in low or "no_such_bucket" in low:
+    elif kind == "bucket":
         hint = "the bucket does not exist; create it or fix the path"
-    elif "ssl" in low or "certificate" in low or "tls" in low:
+    elif kind == "tls":
         hint = "TLS verification failed; set spec.storage.s3.caBundle to the site's CA certificate"
-    elif "connect" in low or "timeout" in low or "timed out" in low or "resolve" in low or "network" in low \
-            or "curl" in low:
+    elif kind == "network":
         hint = "the endpoint cannot be reached; check spec.storage.s3.endpoint and the network policy"
     else:
         hint = "check the endpoint, bucket and credentials"
@@ -173,7 +215,7 @@ def check_access(loc: Any, what: str, uri: str, write: bool = False) -> None:
         raise StorageError(f"{what} {uri}: " + describe(err, bucket)) from None
     if info.type == pafs.FileType.NotFound:
         raise StorageError(f"{what} {uri}: bucket '{bucket}' does not exist at "
-                           f"{_settings.endpoint or 'AWS ' + _settings.region}; create it or fix the path")
+                           f"{endpoint_name()}; create it or fix the path")
     if not write:
         try:
             loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True, recursive=False))

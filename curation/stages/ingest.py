@@ -26,6 +26,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import xxhash
 
+from curation import storage
 from curation.corpus import (
     BYTES,
     INGEST_REASON,
@@ -35,7 +36,7 @@ from curation.corpus import (
     partition_count,
     text_lengths,
 )
-from curation.dataset import ID, TEXT, Location, commit_staged, staging_path
+from curation.dataset import ID, READ_BUFFER, READS, TEXT, Location, commit_staged, staging_path
 from curation.errors import InputDataError, SpecError
 from curation.layout import RunLayout
 from curation.spec import InputSpec, PipelineSpec
@@ -62,6 +63,11 @@ def scan_input(spec: PipelineSpec) -> tuple[list[Location], list[str]]:
     loc = input_location(spec)
     suffixes = (".parquet",) if spec.input.format == "parquet" else JSONL_SUFFIXES
     if not loc.exists():
+        if storage.is_uri(spec.input.path):
+            bucket = loc.path.split("/", 1)[0]
+            raise InputDataError(
+                f"input.path {spec.input.path}: no object under this prefix in bucket '{bucket}' at "
+                f"{storage.endpoint_name()}; check the prefix (listing it with `aws s3 ls` shows what is there)")
         raise InputDataError(f"input.path {spec.input.path}: no such file or folder")
     if not loc.is_dir():
         return [loc], []
@@ -125,8 +131,8 @@ def _unreadable(f: Location, err: Exception, what: str = "Parquet file") -> Inpu
 
 
 def _parquet_file(f: Location) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(f.path, filesystem=f.fs)
+    try:  # large coalesced ranges: few requests on an object store (dataset.READ_BUFFER)
+        return pq.ParquetFile(f.path, filesystem=f.fs, pre_buffer=True, buffer_size=READ_BUFFER)
     except (pa.ArrowInvalid, OSError) as err:
         raise _unreadable(f, err) from None
 
@@ -144,12 +150,18 @@ def input_batches(spec: PipelineSpec, f: Location) -> Iterator[pa.Table]:
     """A file's rows in batches of bounded size."""
     if spec.input.format == "parquet":
         pf = _parquet_file(f)
+        READS.objects += 1
         try:
             for batch in pf.iter_batches(batch_size=BATCH_ROWS):
                 yield pa.Table.from_batches([batch])
         except (pa.ArrowInvalid, OSError) as err:
             raise _unreadable(f, err) from None
+        meta = pf.metadata
+        READS.bytes += sum(meta.row_group(g).column(c).total_compressed_size
+                           for g in range(meta.num_row_groups) for c in range(meta.num_columns))
     else:
+        READS.objects += 1
+        READS.bytes += f.fs.get_file_info(f.path).size or 0
         for batch in _jsonl_batches(f):
             table = pa.Table.from_batches([batch])
             for start in range(0, table.num_rows, BATCH_ROWS):

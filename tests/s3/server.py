@@ -34,7 +34,7 @@ def weed_binary() -> Path:
     return Path(out.stdout.strip().splitlines()[-1]) / "weed"
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     socks, ports = [], []
     for _ in range(n):
         s = socket.socket()
@@ -61,9 +61,11 @@ class SeaweedS3:
         """The environment a Thresher process needs to use the store as `who`."""
         return {"AWS_ACCESS_KEY_ID": who[0], "AWS_SECRET_ACCESS_KEY": who[1], "AWS_EC2_METADATA_DISABLED": "true"}
 
-    def start(self, timeout: float = 90.0) -> None:
+    def start(self, timeout: float = 90.0, metrics_port: int = 0) -> None:
+        """Start the server; with `metrics_port`, its Prometheus metrics (request counts by S3
+        action, which bench/s3_read.py reads) are served on that loopback port."""
         weed = weed_binary()
-        master, volume, filer, s3, grpc_m, grpc_v, grpc_f, grpc_s3 = _free_ports(8)
+        master, volume, filer, s3, grpc_m, grpc_v, grpc_f, grpc_s3 = free_ports(8)
         # SeaweedFS derives each gRPC port as port + 10000 unless told; give them explicitly.
         self.port = s3
         config = self.root / "s3.json"
@@ -84,7 +86,7 @@ class SeaweedS3:
             "-filer", "-s3", f"-s3.port={s3}", f"-s3.port.grpc={grpc_s3}", f"-s3.config={config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",  # side services on fixed ports: not needed
             "-volume.max=0", "-master.volumeSizeLimitMB=64",
-        ]
+        ] + ([f"-metricsPort={metrics_port}"] if metrics_port else [])
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
                                             start_new_session=True)
@@ -135,11 +137,11 @@ class SeaweedS3:
         self.process = None
 
 
-def start_server() -> SeaweedS3:
+def start_server(metrics_port: int = 0) -> SeaweedS3:
     root = Path(tempfile.mkdtemp(prefix="thresher-s3-"))
     server = SeaweedS3(root)
     try:
-        server.start()
+        server.start(metrics_port=metrics_port)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise

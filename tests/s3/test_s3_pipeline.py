@@ -84,6 +84,19 @@ def test_quickstart_on_s3_gives_the_local_output(tmp_path: Path, s3_server: Seaw
     assert not [n for n in names if "/.tmp-" in n]  # no rename protocol on a store: no temporary objects
     assert not [n for n in names if n.startswith(f"{bucket}/out/_work/corpus")]  # _work removed at the end
 
+    # report and explain read the s3:// output: settings from --spec, or from the AWS variables
+    rejected = next(r for t in local_reference["rejected"][2] for r in t if r["reason"] == "exact-duplicate")
+    report = thresher("report", f"s3://{bucket}/out", "--spec", str(spec), env=s3_server.env(), timeout=120)
+    assert report.code == 0, report.err
+    assert f"report: {bucket}/out/report.html" in report.out
+    for how in (("--spec", str(spec)), ()):
+        env = {**s3_server.env(), **({} if how else {"AWS_ENDPOINT_URL_S3": s3_server.endpoint})}
+        explained = thresher("explain", rejected["doc_id"], "--output", f"s3://{bucket}/out", "--json", *how,
+                             env=env, timeout=120)
+        assert explained.code == 0, explained.err
+        decision = json.loads(explained.out)
+        assert rejected["dup_of"] in json.dumps(decision) and "exact-duplicate" in json.dumps(decision)
+
 
 def test_a_run_killed_midway_on_s3_resumes_to_the_same_output(tmp_path: Path, s3_server: SeaweedS3, bucket: str,
                                                               local_reference: dict[str, Any]) -> None:
@@ -137,7 +150,8 @@ def test_missing_bucket(tmp_path: Path, s3_server: SeaweedS3, sample_bucket: str
 
 def test_missing_prefix(tmp_path: Path, s3_server: SeaweedS3, sample_bucket: str) -> None:
     result, _ = _bad(tmp_path, s3_server, sample_bucket, s3_server.env(), inp=f"s3://{sample_bucket}/nothing-here")
-    assert_one_clear_line(result, 2, f"{sample_bucket}/nothing-here")
+    assert_one_clear_line(result, 2, f"{sample_bucket}/nothing-here", f"bucket '{sample_bucket}'",
+                          s3_server.endpoint)
 
 
 def test_unreachable_endpoint_fails_fast(tmp_path: Path, s3_server: SeaweedS3, sample_bucket: str) -> None:

@@ -61,6 +61,26 @@ def test_store_failures_become_one_actionable_line(error: str, hint: str) -> Non
     assert hint in line
 
 
+@pytest.mark.parametrize(("error", "permanent"), [
+    ("When getting information for key 'in/a.parquet' in bucket 'corpora': AWS Error ACCESS_DENIED during "
+     "HeadObject operation: No response body.", True),
+    ("When listing objects under key 'in' in bucket 'corpora': AWS Error NETWORK_CONNECTION during "
+     "ListObjectsV2 operation: curlCode: 7, Couldn't connect to server", False),
+])
+def test_a_store_failure_inside_a_step_is_one_line_and_only_network_failures_are_retried(
+        error: str, permanent: bool) -> None:
+    from curation.executor import disk_full_is_an_error
+
+    storage.configure(parse_spec({**BASE, "input": {"path": "in"}, "output": {"path": "/o"}, "storage": S3}).storage)
+    with pytest.raises(storage.StorageError) as caught, disk_full_is_an_error("/o"):
+        raise OSError(error)
+    err = caught.value
+    assert "http://seaweedfs.storage:8333" in err.message and "bucket 'corpora'" in err.message
+    assert (err.permanent, err.exit_code, err.reason) == (permanent, 2 if permanent else 4, "StorageUnavailable")
+    with pytest.raises(OSError, match="unrelated"), disk_full_is_an_error("/o"):
+        raise OSError("unrelated local failure")  # not a store's: passes through unchanged
+
+
 def test_step_pods_get_credentials_from_the_secret_and_no_metadata_lookups() -> None:
     from curation_operator.builders import storage_env
 
