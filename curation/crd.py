@@ -304,6 +304,11 @@ def spec_schema() -> dict[str, Any]:
             "message": ENGINE_GPUS_MESSAGE,
         },
     ]
+    schema["properties"]["output"]["properties"]["tokenize"]["x-kubernetes-validations"] = [
+        {"rule": "!has(self.eosToken) || !has(self.eosId)", "message": "give eosToken or eosId, not both"},
+        {"rule": "!has(self.formats) || self.formats.all(f, self.formats.exists_one(g, g == f))",
+         "message": "formats: each format at most once"},
+    ]
     return schema
 
 

@@ -4,6 +4,7 @@
     <output>/rejected/         rejected documents with `stage` and `reason`
     <output>/summary.json      per-stage statistics and the conservation result
     <output>/report.html       human report
+    <output>/tokens/           with output.tokenize: merged Megatron/NumPy token files + _manifest.json
     <output>/_work/spec.json   fingerprint of the spec that owns this folder
     <output>/_work/corpus/     canonical shards (the corpus text, written once) + _index.json
     <output>/_work/NN-<stage>/decisions/part-NNNNN.parquet   what the stage decided per shard

@@ -40,6 +40,20 @@ FINALIZE_STEPS: list[tuple[str, StepKind]] = [
     ("check", StepKind.REDUCE),
     ("summary", StepKind.GLOBAL),
 ]
+# With `output.tokenize`, before the summary: tokenise each output shard (map), lay the shards out
+# in merged files (global: prefix sums of the shards' sizes), write each merged file (reduce).
+TOKENIZE_STEPS: list[tuple[str, StepKind]] = [
+    ("tokenize", StepKind.MAP),
+    ("layout", StepKind.GLOBAL),
+    ("merge", StepKind.REDUCE),
+]
+
+
+def finalize_steps(spec: PipelineSpec) -> list[tuple[str, StepKind]]:
+    if spec.output.tokenize is None:
+        return FINALIZE_STEPS
+    return [*FINALIZE_STEPS[:-1], *TOKENIZE_STEPS, FINALIZE_STEPS[-1]]
+
 
 @dataclass(frozen=True)
 class Step:
@@ -112,7 +126,7 @@ def plan_steps(spec: PipelineSpec) -> list[Step]:
     steps.extend(
         Step(f"{FINALIZE}.{name}", FINALIZE, FINALIZE, name, kind,
              1 if kind == StepKind.GLOBAL else spec.parallelism, 0, last, False)
-        for name, kind in FINALIZE_STEPS
+        for name, kind in finalize_steps(spec)
     )
     return steps
 
@@ -133,6 +147,9 @@ def data_fingerprint(spec: PipelineSpec) -> str:
         include={"input", "output", "models", "stages", "parallelism"},
     )
     doc["output"] = {}
+    if spec.output.tokenize is not None:  # token files are data too (absent: fingerprints unchanged)
+        doc["output"] = {"tokenize": spec.output.tokenize.model_dump(mode="json", by_alias=True,
+                                                                   exclude={"batch_documents"})}
     for stage in doc["stages"]:
         stage.pop("resources", None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]

@@ -58,6 +58,10 @@ def preflight(spec: PipelineSpec) -> InputSurvey:
     first = canonical_schema(spec, next((s for _, s in schemas if s.names), pa.schema([])))
     check_stage_columns(spec, first)
     preflight_stages(spec, first)  # model files, benchmarks, patterns
+    if spec.output.tokenize is not None:  # the tokenizer loads and names its EOS, before any work
+        from curation.tokens.tokenizer import check_tokenizer
+
+        check_tokenizer(spec)
     root = spec.input.path.rstrip("/")
     return InputSurvey(require_documents(spec), len(files), tuple(f"{root}/{n}" for n in skipped))
 

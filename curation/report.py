@@ -28,6 +28,7 @@ from curation.corpus import DUP_OF, SIMILARITY
 from curation.dataset import concat, parquet_schema, read_table
 from curation.layout import RunLayout
 from curation.lookup import find_documents
+from curation.tokens.report import token_sections
 
 # Numeric columns worth a histogram when a stage wrote them.
 SCORE_COLUMNS = ("quality_score", "perplexity", "curriculum_signal", "semantic_similarity", "cluster_density")
@@ -156,6 +157,7 @@ def build_report(layout: RunLayout, summary: dict[str, Any]) -> str:
         f"<th>seconds</th></tr>{rows}</table>"
     )
     parts.extend(_source_tables(summary))
+    parts.extend(token_sections(summary))  # output.tokenize: files, tokens per stage and source
     images = [("Documents through the pipeline", plot_funnel(summary))]
     removals = plot_removals(summary)
     if removals:

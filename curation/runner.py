@@ -33,6 +33,7 @@ from curation.preflight import preflight
 from curation.spec import PipelineSpec
 
 MODEL_STAGES = {"quality-score", "semantic-dedup", "redundancy-control", "rephrase"}
+THREADED_STEPS = {"finalize.tokenize"}  # fast tokenizers' thread pool: split the cores between ranks too
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 __all__ = ["describe_summary", "preflight", "run_pipeline"]
 
@@ -80,7 +81,7 @@ def _limit_threads(step: Step, procs: int) -> Iterator[None]:
     """Model stages: split the cores between ranks. Two ranks with all cores each oversubscribe
     the CPU (measured: 2.3x slower on 2 cores). Set while the pool spawns its processes."""
     before = os.environ.get("OMP_NUM_THREADS")
-    if step.stage_type in MODEL_STAGES and before is None:
+    if (step.stage_type in MODEL_STAGES or step.id in THREADED_STEPS) and before is None:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // procs))
     try:
         yield
@@ -168,5 +169,9 @@ def describe_summary(summary: dict[str, Any]) -> str:
             removed += f", ... {len(reasons) - 4} more reasons (summary.json)"
         lines.append(f"  {s['name']:<20} {s.get('docs_in', 0):>8,} -> {s.get('docs_out', 0):>8,}  "
                      f"{s.get('seconds', 0):6.1f}s  {removed}")
+    tokens = summary.get("tokens")
+    if tokens:
+        lines.append(f"tokens: {tokens['tokens']:,} in {tokens['documents']:,} documents ({tokens['tokenizer']}), "
+                     f"{tokens['files']} merged file(s) ({', '.join(tokens['formats'])}) in {tokens['path']}")
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 from curation.errors import SpecError
 from curation.params import CamelModel
 from curation.params.base import StageDef
+from curation.params.tokenize import TokenizeSpec
 from curation.registry import stage_defs
 
 API_GROUP = "thresher.dev"
@@ -115,6 +116,11 @@ class OutputSpec(CamelModel):
     the owner record and completion markers stay, so rerunning a finished run does nothing.
     Output shards follow the canonical shards (`input.shardTextBytes`), or the curriculum's
     `rowsPerShard` when a curriculum orders the documents."""
+
+    tokenize: TokenizeSpec | None = None
+    """Also write the curated documents, in output order, as training-ready token files under
+    `tokens/` (Megatron-LM `.bin`/`.idx` and/or NumPy), merged into a few files; token counts per
+    source and per stage go to `summary.json` and the report. See docs/tokenized-output.md."""
 
 
 class ModelsSpec(CamelModel):

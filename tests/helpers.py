@@ -15,6 +15,24 @@ from curation.plan import plan_steps
 from curation.spec import PipelineSpec, parse_spec
 
 
+def sample_models_dir() -> Path:
+    """A models folder with the PyPI-shipped sample models linked in (what `thresher models
+    --populate-sample` makes of examples/models, which a fresh clone does not have); skips the
+    test when the MiniLM package is not installed."""
+    import os
+    import tempfile
+
+    import pytest
+
+    from curation.models.sample_models import ENCODER, available_sources, populate
+
+    if ENCODER not in available_sources()[0]:
+        pytest.skip(f"the {ENCODER} sample model package is not installed", allow_module_level=True)
+    root = Path(tempfile.gettempdir()) / f"thresher-sample-models-{os.getuid()}"
+    populate(root, skip_missing=True)
+    return root
+
+
 def write_docs(folder: Path, texts: list[str], shards: int = 2, ids: list[str] | None = None,
                text_field: str = "text", id_field: str = "doc_id", extra: dict[str, list[Any]] | None = None) -> Path:
     """Write documents round-robin into `shards` Parquet files; returns the folder."""

@@ -10,6 +10,8 @@
                                        into its output shards
     check   (reduce per id partition)  exact conservation: every input id once in data/ or rejected/,
                                        synthetic rows' sources are input ids
+    tokenize, layout, merge            with `output.tokenize` only: training-ready token files under
+                                       `tokens/`, merged (curation/tokens/steps.py)
     summary (global)                   manifests, `summary.json`, `report.html`; then `_work/` is removed
                                        unless `output.keepWork`
 
@@ -50,6 +52,7 @@ from curation.stages.ingest import ID_SCHEMA, id_hashes
 
 POSITION = "curriculum_position"
 PIECE_BYTES = 512 << 20  # text per partition of the ordered publish (one order rank holds one)
+TOKENS_DIR = "tokens"  # output.tokenize: merged token files and their _manifest.json
 ORDER_FILE = "order.json"  # written by a curriculum stage: {"docs", "rows_per_shard", "output_shards"}
 
 
@@ -129,7 +132,7 @@ def align(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 class FinalizeStage(Stage):
     type_name = "finalize"
-    steps = ("publish", "order", "check", "summary")
+    steps = ("publish", "order", "check", "tokenize", "layout", "merge", "summary")
 
     # -- what every step needs to know ---------------------------------------------------------
 
@@ -173,6 +176,10 @@ class FinalizeStage(Stage):
         text = sum(int(s.get("bytes", 0)) for s in corpus.index["shards"])
         kept = text * min(1.0, int(order["docs"]) / max(1, corpus.rows))
         return max(1, min(int(order["output_shards"]), math.ceil(kept / PIECE_BYTES)))
+
+    def _data_shards(self, order: dict[str, Any] | None) -> int:
+        """Shards of `data/`: one per canonical shard, or per output shard of a curriculum order."""
+        return max(1, int(order["output_shards"])) if order is not None else self._layout().corpus.num_shards
 
     def _id_partitions(self, ctx: StepContext) -> int:
         return partition_count(self._layout().corpus.rows, PARTITION_ROWS["ids"], ctx.peer("check").world_size)
@@ -266,6 +273,25 @@ class FinalizeStage(Stage):
         stats.extra = {"conservation": counts}
         return stats.to_dict()
 
+    # -- tokenize, layout, merge (output.tokenize) ------------------------------------------------
+
+    def step_tokenize(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        from curation.tokens.steps import run_tokenize
+
+        layout = self._layout()
+        return run_tokenize(self.spec, ctx.scratch, ctx.models, layout.data.loc, layout.rejected.loc,
+                            self._data_shards(self._order()), layout.corpus.num_shards, rank, world_size)
+
+    def step_layout(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        from curation.tokens.steps import run_layout
+
+        return run_layout(self.spec, ctx.scratch, self._data_shards(self._order()), ctx.peer("tokenize").world_size)
+
+    def step_merge(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
+        from curation.tokens.steps import run_merge
+
+        return run_merge(self.spec, ctx.scratch, self._layout().root.join(TOKENS_DIR), rank, world_size)
+
     # -- summary -----------------------------------------------------------------------------------
 
     def step_summary(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
@@ -285,7 +311,7 @@ class FinalizeStage(Stage):
         # per canonical shard, or per output shard of a curriculum order.
         order = self._order()
         shards = layout.corpus.num_shards
-        data_shards = max(1, int(order["output_shards"])) if order is not None else shards
+        data_shards = self._data_shards(order)
         layout.rejected.write_manifest(lineage, count=shards)
         stages = collect_stage_stats(ctx, layout)
         mixture = self._mixture(ctx)
@@ -313,6 +339,11 @@ class FinalizeStage(Stage):
                              "rejected_docs": counts.get("rejected_docs", 0),
                              "synthetic_docs": counts.get("synthetic_docs", 0)},
         }
+        if spec.output.tokenize is not None:
+            from curation.tokens.steps import token_summary
+
+            summary["tokens"] = token_summary(spec, ctx.scratch, layout.root.join(TOKENS_DIR), names_with_ingest(spec),
+                                              order is not None)
         layout.summary.write_json_atomic(summary)
         try:
             from curation.report import write_report
@@ -350,6 +381,11 @@ class FinalizeStage(Stage):
 def _group_of(shard: np.ndarray, shards: int, groups: int) -> np.ndarray:
     """The piece group of each output shard: contiguous runs, `groups` of them."""
     return (np.asarray(shard, dtype=np.int64) * groups) // max(1, shards)
+
+
+def names_with_ingest(spec: PipelineSpec) -> list[str]:
+    """The stage names a rejected row's `stage` column may hold, in pipeline order."""
+    return [INGEST, *[s.stage_name for s in spec.stages]]
 
 
 def remove_work(spec: PipelineSpec, layout: RunLayout) -> None:

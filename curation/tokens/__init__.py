@@ -1,0 +1,1 @@
+"""Training-ready token files (`output.tokenize`): formats, the tokenizer, the finalize steps."""
