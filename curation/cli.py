@@ -46,6 +46,13 @@ def describe_plan(spec_path: str, spec: PipelineSpec) -> str:
         lines.extend(f"    {line}" for line in getattr(stage.params, "describe", list)())
         if stage.resources.gpus:
             lines.append(f"    resources: {stage.resources.gpus} GPU(s) per rank")
+    tok = spec.output.tokenize
+    if tok is not None:
+        eos = (f"id {tok.eos_id}" if tok.eos_id is not None else tok.eos_token or "the tokenizer's EOS/SEP") \
+            if tok.append_eos else "none"
+        lines.append(f"  output.tokenize: tokenizer {tok.tokenizer}, formats {', '.join(tok.formats)}, "
+                     f"EOS after each document: {eos}; files of ~{tok.file_bytes / 1e6:,.1f} MB of tokens in "
+                     f"{spec.output.path.rstrip('/')}/tokens")
     lines.append("  steps:")
     for step in plan_steps(spec):
         gpu = f", {step.gpus} GPU" if step.gpus else ""

@@ -27,7 +27,13 @@ def spec_models(spec: Any) -> list[tuple[str, str, str]]:
                 value = getattr(value, part)
             if value:
                 out.append((stage.stage_name, role, str(value)))
+    tokenize = getattr(spec.output, "tokenize", None)
+    if tokenize is not None:
+        out.append(("output.tokenize", TOKENIZER_ROLE, tokenize.tokenizer))
     return out
+
+
+TOKENIZER_ROLE = "tokenizer"  # a tokenizer.json directory or file, or a GGUF: not a full model
 
 
 def _size(path: Path) -> int:
@@ -97,9 +103,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     if root.is_dir():
         entries = [(p.name, describe_entry(root, p)) for p in sorted(root.iterdir()) if not p.name.startswith(".")]
 
-    def check(name: str) -> str | None:
+    def check(name: str, role: str) -> str | None:
         try:
-            resolve_model(root, name)
+            if role == TOKENIZER_ROLE:
+                from curation.dataset import Location
+                from curation.tokens.tokenizer import tokenizer_path
+
+                tokenizer_path(Location.of(str(root)), name)
+            else:
+                resolve_model(root, name)
             return None
         except (ModelNotFoundError, SpecError) as err:
             return str(err)
@@ -108,7 +120,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _report(where: str, entries: list[tuple[str, str]] | None, spec: Any,
-            check: Callable[[str], str | None]) -> int:
+            check: Callable[[str, str], str | None]) -> int:
     """Print a models location's entries (None: missing) and, with a spec, whether each model its
     stages load is there (`check` returns why not, or None)."""
     print(f"models location: {where}")
@@ -123,7 +135,7 @@ def _report(where: str, entries: list[tuple[str, str]] | None, spec: Any,
     print("models the spec's stages load:")
     missing = []
     for stage, role, name in spec_models(spec):
-        problem = check(name)
+        problem = check(name, role)
         print(f"  {stage} ({role}): {name}: {'MISSING' if problem else 'ok'}")
         if problem:
             missing.append(problem)
@@ -150,7 +162,7 @@ def _list_object_store(uri: str, spec: Any) -> int:
             sizes[top] = sizes.get(top, 0) + int(info.size or 0)
     entries = [(n, f"{sizes[n] / 1e6:,.1f} MB") for n in sorted(sizes) if not n.startswith(".")]
 
-    def check(name: str) -> str | None:
+    def check(name: str, role: str) -> str | None:
         return None if loc.join(name).exists() else f"model '{name}' not found at {uri.rstrip('/')}/{name}"
 
     return _report(uri, entries, spec, check)

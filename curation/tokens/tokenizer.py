@@ -77,7 +77,7 @@ def import_tokenizers() -> Any:
 def tokenizer_path(models: Location, name: str) -> Path:
     """Where tokenizer `name` is, below the models location (fetched once from an object store)."""
     from curation import storage
-    from curation.models.loading import POPULATE_HINT, models_root
+    from curation.models.loading import models_root
 
     root = models_root(models)
     rel = PurePosixPath(name)
@@ -86,8 +86,8 @@ def tokenizer_path(models: Location, name: str) -> Path:
     storage.fetch_model(root, name)
     path = root / rel
     if not path.exists():
-        raise ModelNotFoundError(f"output.tokenize.tokenizer '{name}' not found at {path}: "
-                                 + POPULATE_HINT.format(path=path))
+        raise ModelNotFoundError(f"output.tokenize.tokenizer '{name}' not found at {path}: copy a folder with the "
+                                 f"tokenizer's tokenizer.json (or a .gguf model) to {path}; see docs/air-gapped.md")
     if path.is_dir() and not (path / "tokenizer.json").exists():
         raise ModelNotFoundError(
             f"output.tokenize.tokenizer '{name}': {path} has no tokenizer.json (a fast tokenizer is needed; "

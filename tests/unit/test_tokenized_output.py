@@ -312,3 +312,30 @@ def test_a_rank_killed_mid_step_resumes_to_the_same_files(tmp_path: Path, fake_f
     out = tmp_path / "out"
     assert _token_bytes(out) == _token_bytes(tmp_path / "ref") and len(_token_bytes(out)) >= 8
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_thresher_models_checks_the_tokenizer_a_spec_names(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # A folder holding only tokenizer.json is a tokenizer (not a model: no config.json needed).
+    models = tmp_path / "models"
+    (models / "tok-only").mkdir(parents=True)
+    (models / "tok-only" / "tokenizer.json").write_bytes((MODELS / MINILM / "tokenizer.json").read_bytes())
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "tokenized.yaml").read_text())
+    doc["spec"]["output"]["tokenize"]["tokenizer"] = "tok-only"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    assert main(["models", "--models", str(models), "--spec", str(spec)]) == 0
+    assert "output.tokenize (tokenizer): tok-only: ok" in capsys.readouterr().out
+    doc["spec"]["output"]["tokenize"]["tokenizer"] = "absent"
+    spec.write_text(yaml.safe_dump(doc))
+    assert main(["models", "--models", str(models), "--spec", str(spec)]) == 2
+    out, err = capsys.readouterr()
+    assert "output.tokenize (tokenizer): absent: MISSING" in out
+    assert "error: output.tokenize.tokenizer 'absent' not found" in err and "tokenizer.json" in err
+
+
+def test_validate_describes_the_token_output(capsys: pytest.CaptureFixture) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "tokenized.yaml"
+    assert main(["validate", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert f"output.tokenize: tokenizer {MINILM}, formats megatron, numpy, EOS after each document" in out
+    assert "finalize.merge" in out and "out/tokenized/tokens" in out
