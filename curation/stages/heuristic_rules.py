@@ -222,6 +222,10 @@ class Units:
         return self._non_ascii[1]
 
     @cached_property
+    def byte_lengths(self) -> np.ndarray:
+        return np.diff(self.buffer[1])
+
+    @cached_property
     def ids(self) -> np.ndarray:
         """Dense id per distinct value over the whole batch (equal strings, equal ids)."""
         return _np(pc.dictionary_encode(self.values).indices, np.int64)
@@ -233,7 +237,7 @@ class Units:
         Only units sharing their byte length with another unit of the document can repeat, so
         only those are compared (by dictionary id)."""
         out = np.zeros(len(self.parent), dtype=bool)
-        members, _ = repeated_groups([np.diff(self.buffer[1])], self.parent)
+        members, _ = repeated_groups([self.byte_lengths], self.parent)
         if not len(members):
             return out
         cand = np.sort(members)
@@ -280,7 +284,15 @@ def _split(lists: pa.Array, strip: bool) -> Units:
     parent = np.repeat(np.arange(len(lists), dtype=np.int64), np.diff(list_offsets))
     values = pc.list_flatten(lists)
     if strip:
-        values = pc.utf8_trim_whitespace(values)
+        return _trimmed_units(values, parent, len(lists))
+    return _nonempty_units(values, parent, len(lists))
+
+
+def _trimmed_units(values: pa.Array, parent: np.ndarray, n_docs: int) -> Units:
+    return _nonempty_units(pc.utf8_trim_whitespace(values), parent, n_docs)
+
+
+def _nonempty_units(values: pa.Array, parent: np.ndarray, n_docs: int) -> Units:
     if not pa.types.is_large_string(values.type):
         values = values.cast(pa.large_string())
     _, offsets = utf8_buffer(values)
@@ -291,7 +303,7 @@ def _split(lists: pa.Array, strip: bool) -> Units:
             pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets), values.buffers()[2]]
         )
         parent = _without(parent, empty)
-    return Units(values, parent, len(lists))
+    return Units(values, parent, n_docs)
 
 
 def _without(array: np.ndarray, drop: np.ndarray) -> np.ndarray:
@@ -337,7 +349,12 @@ class TextBatch:
         borders = any(raw[:k] == raw[-k:] for k in range(1, len(raw)))
         if not raw or (borders and len(set(raw)) > 1):  # rare patterns: Arrow decides
             return _np(pc.count_substring(self.texts, substring), np.float64)
-        hits = self._high[values[self._high] == raw[0]] if raw[0] >= 0x80 else np.flatnonzero(values == raw[0])
+        if raw == b"\n":
+            hits = self._newlines  # shared with the line and paragraph splits
+        elif raw[0] >= 0x80:
+            hits = self._high[values[self._high] == raw[0]]
+        else:
+            hits = np.flatnonzero(values == raw[0])
         docs = np.searchsorted(offsets, hits, side="right") - 1
         for k, byte in enumerate(raw[1:], 1):
             ok = (hits + k < offsets[docs + 1]) & (values.take(hits + k, mode="clip") == byte)
@@ -471,11 +488,19 @@ class TextBatch:
         if packed:
             size_ok = np.zeros(PACKED_MAX + 2, dtype=bool)
             size_ok[[len(w) for w in packed]] = True
+            # A word can match only if its first byte, ASCII-lowercased, starts a listed word:
+            # `| 0x20` is a necessary condition (lowercasing moves only A-Z, by 0x20), so the
+            # exact comparison below runs on these candidates alone.
+            first_ok = np.zeros(256, dtype=bool)
+            first_ok[[ord(w[0]) | 0x20 for w in packed]] = True
+            first_ok = first_ok[np.arange(256) | 0x20]
             as_u64 = np.ndarray((max(len(values) - 7, 0),), dtype="<u8", buffer=values, strides=(1,))
             letters_only = all(w.isalpha() and w.islower() for w in packed)
             wanted_keys = np.array([int.from_bytes(w.encode(), "little") | (len(w) << 56) for w in packed], np.uint64)
-            plain = np.flatnonzero(size_ok[np.minimum(lengths, PACKED_MAX + 1)] & ~(slow | punct_edge))
-            trimmed = np.flatnonzero(size_ok[np.minimum(end - start, PACKED_MAX + 1)] & ~slow[edged])
+            plain = np.flatnonzero(first_ok[first] & ~(slow | punct_edge))
+            plain = plain[size_ok[np.minimum(lengths[plain], PACKED_MAX + 1)]]
+            trimmed = np.flatnonzero(first_ok[values[start]] & ~slow[edged])
+            trimmed = trimmed[size_ok[np.minimum(end[trimmed] - start[trimmed], PACKED_MAX + 1)]]
             for sel, at, size in (
                 (plain, starts[plain], lengths[plain]),
                 (edged[trimmed], start[trimmed], (end - start)[trimmed]),
@@ -487,7 +512,7 @@ class TextBatch:
                     keys = _ascii_lower_u64(keys)
                 keys &= _LENGTH_MASKS[size]
                 keys |= size.astype(np.uint64) << np.uint64(56)
-                out[sel] = np.isin(keys, wanted_keys)
+                out[sel] = _is_in_u64(keys, wanted_keys)
         rest = np.flatnonzero(slow)
         if len(rest):
             words = self.words.values.take(pa.array(rest))
@@ -496,8 +521,15 @@ class TextBatch:
         return out
 
     @cached_property
+    def _newlines(self) -> np.ndarray:
+        """Byte positions of the newlines of the texts."""
+        return np.flatnonzero(self._bytes[0] == 0x0A)
+
+    @cached_property
     def lines(self) -> Units:
-        return _split(pc.split_pattern(self.texts, "\n"), strip=True)
+        """The texts split on newlines, stripped, empty lines dropped. Each line is cut out of the
+        texts' bytes with its newline (stripped anyway), so nothing is copied before the strip."""
+        return self._pieces(self._newlines + 1)
 
     @cached_property
     def line_count(self) -> np.ndarray:
@@ -505,7 +537,54 @@ class TextBatch:
 
     @cached_property
     def paragraphs(self) -> Units:
-        return _split(pc.split_pattern_regex(self.texts, r"\n\s*\n"), strip=True)
+        """The texts split on `\\n\\s*\\n` (RE2: \\s is tab, newline, form feed, carriage return,
+        space), stripped, empty ones dropped. A match runs from a newline to the last newline of
+        the whitespace after it: a maximal chain of newlines each separated from the next by
+        those whitespace bytes only. A paragraph is cut from one chain's end to the next chain's
+        end (its trailing separator is whitespace, stripped with the rest)."""
+        values, offsets = self._bytes
+        nl = self._newlines
+        if len(nl) < 2:
+            return self._pieces(np.zeros(0, np.int64))
+        doc = np.searchsorted(offsets, nl, side="right") - 1
+        pairs = np.flatnonzero(doc[1:] == doc[:-1])  # newline i and i + 1 in the same text
+        pos, stop = nl[pairs] + 1, nl[pairs + 1]
+        linked = np.zeros(len(nl), dtype=bool)  # newline i is blank-linked to newline i + 1
+        active = np.arange(len(pairs))
+        for _ in range(TRIM_ROUNDS):
+            done = pos[active] == stop[active]
+            linked[pairs[active[done]]] = True
+            active = active[~done]
+            if not len(active):
+                break
+            b = values[pos[active]]
+            active = active[(b == 0x20) | (b == 0x09) | (b == 0x0C) | (b == 0x0D)]
+            pos[active] += 1
+        if len(active):  # long whitespace runs between newlines: look at every byte
+            gap, gap_offsets = gather_spans(values, pos[active], stop[active])
+            other = ~((gap == 0x20) | (gap == 0x09) | (gap == 0x0C) | (gap == 0x0D))
+            nonempty = gap_offsets[1:] > gap_offsets[:-1]
+            blank = np.ones(len(active), dtype=bool)
+            blank[nonempty] = ~_any_in_spans(other, gap_offsets[:-1][nonempty], gap_offsets[1:][nonempty])
+            linked[pairs[active[blank]]] = True
+        chain_end = np.flatnonzero(linked[:-1] & ~linked[1:]) + 1  # the last newline of a chain
+        return self._pieces(nl[chain_end] + 1)
+
+    def _pieces(self, cuts: np.ndarray) -> Units:
+        """Units cut out of the texts' bytes at the sorted positions `cuts` and at each text's
+        start (a piece runs to the next cut or start), whitespace-trimmed, empty ones dropped."""
+        values, offsets = self._bytes
+        total = len(values)
+        starts = np.sort(np.concatenate([offsets[:-1], cuts]))
+        starts = starts[starts < total]
+        if len(starts) > 1:
+            starts = starts[np.append(True, starts[1:] != starts[:-1])]
+        piece_offsets = np.append(starts, total).astype(np.int64)
+        pieces = pa.Array.from_buffers(
+            pa.large_string(), len(starts), [None, pa.py_buffer(piece_offsets), pa.py_buffer(values)]
+        )
+        parent = np.searchsorted(offsets, starts, side="right") - 1
+        return _trimmed_units(pieces, parent, self.n)
 
     def repeated_fractions(self, units: Units) -> tuple[np.ndarray, np.ndarray]:
         """Per document: fraction of units repeating an earlier one, and of their characters."""
@@ -554,6 +633,20 @@ def sentence_ends(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, 
     counts += np.bincount(docs[ok], minlength=n)
     unsure = np.unique(docs[active])
     return counts, unsure
+
+
+def _is_in_u64(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """`np.isin(keys, wanted)` for uint64 keys: one comparison per wanted key when they are few,
+    else a binary search (numpy's isin sorts keys and wanted together)."""
+    if len(wanted) <= 16:
+        hit = np.zeros(len(keys), dtype=bool)
+        for key in wanted:
+            hit |= keys == key
+        return hit
+    table = np.unique(wanted)
+    at = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+    hit = np.asarray(table[at] == keys, dtype=bool)
+    return hit
 
 
 def _ascii_lower_u64(x: np.ndarray) -> np.ndarray:
@@ -768,18 +861,17 @@ def ngram_char_fractions(
             dup[n] = ratio(dup_chars.astype(np.float64), doc_chars)
         if not len(members):
             break
-        # The repeated n-grams' starts, by position, with their dense group ids.
+        # The repeated n-grams' starts with their dense group ids, in group order. Each group
+        # holds its starts by position (it is part of one group of the level before, which held
+        # them so), so a group's first member stays its earliest occurrence at every level without
+        # sorting the starts by position again.
         group_max = int(dense[-1])
-        width = _bit_width(group_max)
-        packed = (members.view(np.uint64) << np.uint64(width)) | dense.view(np.uint64)
-        packed.sort()
-        kept = (packed >> np.uint64(width)).view(np.int64)
         if n == 2:
-            starts = kept
+            starts = members
             limit = doc_bounds[parent[starts] + 1]
         else:
-            starts, limit = starts[kept], limit[kept]
-        group = (packed & np.uint64((1 << width) - 1)).view(np.int64)
+            starts, limit = starts[members], limit[members]
+        group = dense
     return top, dup
 
 

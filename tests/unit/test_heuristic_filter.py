@@ -33,6 +33,7 @@ from curation.stages.heuristic_rules import (
     SENTENCE_END,
     TextBatch,
     c4_clean_lines,
+    c4_measures,
     fineweb_measures,
     first_failures,
     gopher_quality_measures,
@@ -514,3 +515,94 @@ def test_whitespace_of_words_is_str_split_whitespace() -> None:
     batch = TextBatch(["a" + c + "b" for c in chars])
     splits = batch.words.per_doc()
     assert [c for c, n in zip(chars, splits, strict=True) if n == 2] == [c for c in chars if c.isspace()]
+
+
+# ---- the speed work of issue 9 changed no decision --------------------------------------------
+
+# Digests of the implementation before the speed work (commit 473cf8c) on `_synthetic_corpus()`:
+# reasons with default params; every family's measures (exact floats); stop-word counts for a
+# second word list.
+SYNTHETIC_REASONS_SHA256 = "16698bcf97ba166ae3ddeb1985bb6540836c83af406a649595093f0b02621d8b"
+SYNTHETIC_MEASURES_SHA256 = "1001f095077156269988c1cf1ee8154ff67a1ffdabc2dcf8b631c515f578cc18"
+SYNTHETIC_STOP_WORDS_SHA256 = "e91e4ffe3701d9069f00b4d911832e7c4ea2ea4bc285b506bbf34f58e985bd4a"
+
+
+def _synthetic_corpus() -> list[str]:
+    """Deterministic web-like documents: Zipf-distributed words of every shape the stop-word
+    matcher distinguishes (case, punctuation at either end, digits, symbols, non-ASCII, words
+    longer than 8 bytes), in sentences, lines and paragraphs, some repeated."""
+    rng = random.Random(2026)
+    common = ["the", "The", "THE", "of", "and", "to", "be", "that", "have", "with", "a", "in", "is",
+              "it", "for", "on", "was", "he", "as", "at", "by", "this", "had", "not", "but", "from"]  # fmt: skip
+    shapes = ["{w}", "{w},", "{w}.", "({w})", '"{w}"', "{w}'s", "--{w}--", "{w}!", "«{w}»", "{W}", "{w}…"]
+    rare = ["".join(rng.choice("abcdefghijklmnoprstuvwyz") for _ in range(rng.randint(1, 14))) for _ in range(3000)]
+    rare += ["naïve", "café", "été", "Tōkyō", "中文", "wörld", "123", "4.5", "@the", "t#e", "th3", "to@", "x" * 40]
+    docs = []
+    for _ in range(1500):
+        words = []
+        for _ in range(int(rng.lognormvariate(5, 1)) + 1):
+            w = rng.choice(common) if rng.random() < 0.4 else rare[min(int(rng.paretovariate(0.7)) - 1, len(rare) - 1)]
+            words.append(rng.choice(shapes).format(w=w, W=w.upper()) if rng.random() < 0.3 else w)
+        text = ""
+        for w in words:
+            text += w + rng.choice([" "] * 12 + ["\n", "\n\n", ". ", "\t", "\u00a0"])
+        if rng.random() < 0.1:  # repeated lines and paragraphs
+            text += ("\n" + text[: rng.randint(0, 200)]) * rng.randint(1, 4)
+        docs.append(text)
+    return docs
+
+
+def _stop_word_counts(texts: list[str], stop_words: list[str]) -> list[float]:
+    params = HeuristicFilterParams.model_validate({"gopherQuality": {"stopWords": stop_words}})
+    return gopher_quality_measures(TextBatch(texts), params.gopher_quality)["stop_words"].tolist()
+
+
+def _all_measures(texts: list[str]) -> dict[str, list[float]]:
+    batch, params = TextBatch(texts), HeuristicFilterParams()
+    measures = {
+        **gopher_quality_measures(batch, params.gopher_quality),
+        **{f"rep_{k}": v for k, v in gopher_repetition_measures(batch, params.gopher_repetition).items()},
+        **{f"c4_{k}": v for k, v in c4_measures(batch, params.c4).items()},
+        **{f"fw_{k}": v for k, v in fineweb_measures(batch, params.fineweb).items()},
+    }
+    return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in measures.items()}
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
+def test_synthetic_corpus_reasons_measures_and_stop_words_are_unchanged() -> None:
+    texts = _synthetic_corpus()
+    reasons, _ = evaluate_column(pa.array(texts, pa.string()), HeuristicFilterParams(), batch_rows=500)
+    other_list = ["the", "to", "été", "with", "that", "@the", "123", "4.5", "x" * 40, "naïve", "a"]
+    assert _digest(reasons) == SYNTHETIC_REASONS_SHA256
+    assert _digest(_all_measures(texts)) == SYNTHETIC_MEASURES_SHA256
+    assert _digest(_stop_word_counts(texts, other_list)) == SYNTHETIC_STOP_WORDS_SHA256
+
+
+@pytest.mark.parametrize(
+    "stop_words",
+    [
+        ["the", "be", "to", "of", "and", "that", "have", "with"],
+        ["@the", "t#e", "th3", "to@", "123", "4.5", "a"],  # first bytes whose `| 0x20` is not a letter
+        ["internationalization", "été", "naïve", "the"],  # too long to pack, and non-ASCII
+        [chr(c) for c in range(0x21, 0x7F)],  # every printable ASCII character as a one-byte word
+    ],
+)
+def test_stop_word_counts_equal_the_definition_for_any_word_list(stop_words: list[str]) -> None:
+    texts = _synthetic_corpus()[:300] + _random_documents(3, 300) + PROSE
+    counts = _stop_word_counts(texts, stop_words)
+    wanted = set(stop_words)
+    expected = [sum(w.lower().strip(TRIM) in wanted for w in text.split()) for text in texts]
+    assert counts == expected
+
+
+def test_retaining_freed_memory_is_idempotent_and_changes_no_decision() -> None:
+    from curation.stages.heuristic import retain_freed_memory
+
+    texts = pa.array(_synthetic_corpus()[:200] + PROSE, pa.string())
+    before, _ = evaluate(texts, HeuristicFilterParams())
+    first = retain_freed_memory()
+    assert retain_freed_memory() == first  # a no-op (False) off glibc, True on it, every time
+    assert evaluate_column(texts, HeuristicFilterParams(), batch_rows=64)[0] == before
