@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 
 from curation.conservation import PUBLISHED_SCHEMA, Kind, check_partition
 from curation.corpus import (
@@ -190,6 +191,8 @@ class FinalizeStage(Stage):
 
     def step_publish(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         layout = self._layout()
+        if rank == 0 and not self.spec.output.keep_work:
+            release_stage_scratch(self.spec, layout)
         view = self._view()
         data_schema, rejected_schema = self._schemas(view)
         order = self._order()
@@ -388,6 +391,34 @@ def _group_of(shard: np.ndarray, shards: int, groups: int) -> np.ndarray:
 def names_with_ingest(spec: PipelineSpec) -> list[str]:
     """The stage names a rejected row's `stage` column may hold, in pipeline order."""
     return [INGEST, *[s.stage_name for s in spec.stages]]
+
+
+# What finalize still reads in a stage's scratch folder: the curriculum's order and mixture.
+FINALIZE_READS = {"curriculum": (ORDER_FILE, "curriculum.json")}
+
+
+def release_stage_scratch(spec: PipelineSpec, layout: RunLayout) -> int:
+    """Delete the stages' intermediate files (MinHash signatures and shingle sets, hash and band
+    partitions, embeddings, score partitions, ...) once every stage is done: finalize reads only
+    the corpus, the decisions and FINALIZE_READS, so `_work/` does not hold them beside the
+    publish's pieces. Idempotent (a retried rank deletes what is left). Returns entries deleted."""
+    deleted = 0
+    for i, stage in enumerate(spec.stages, start=1):
+        scratch = layout.stage_scratch(i, stage.stage_name)
+        keep = FINALIZE_READS.get(getattr(stage.type, "value", str(stage.type)), ())
+        try:
+            entries = scratch.fs.get_file_info(pafs.FileSelector(scratch.path, allow_not_found=True))
+        except FileNotFoundError:
+            continue
+        for info in entries:
+            if info.base_name in keep:
+                continue
+            if info.type == pafs.FileType.Directory:
+                scratch.fs.delete_dir(info.path)
+            else:
+                scratch.fs.delete_file(info.path)
+            deleted += 1
+    return deleted
 
 
 def remove_work(spec: PipelineSpec, layout: RunLayout) -> None:

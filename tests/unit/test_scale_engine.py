@@ -174,3 +174,35 @@ def test_ordered_publish_groups_output_shards_so_open_files_stay_bounded(
     assert len(pieces) <= 2  # one group (the whole text is below PIECE_BYTES) x 2 ranks
     grouped = list((tmp_path / "grouped" / "_work").rglob("pieces/*/*.parquet"))
     assert 2 < len(grouped) <= 2 * 58
+
+
+def test_stage_intermediates_are_released_before_publish_and_the_output_is_unchanged(tmp_path: Path) -> None:
+    # MinHash side files, band and hash partitions are dead once every stage is done: publish
+    # deletes them (unless keepWork) so _work does not hold them beside its pieces.
+    from curation.layout import RunLayout
+
+    texts = [f"document number {i} " + " ".join(f"w{(i * 7 + j) % 50}" for j in range(60)) for i in range(60)]
+    texts += texts[:10]  # exact duplicates
+    inp = write_docs(tmp_path / "in", texts, shards=3)
+    stages = [{"type": "exact-dedup"}, {"type": "minhash-dedup"},
+              {"type": "curriculum", "params": {"signal": "length", "rowsPerShard": 20}}]
+    kept = make_spec(inp, tmp_path / "kept", stages, keep_work=True, parallelism=2)
+    released = make_spec(inp, tmp_path / "released", stages, keep_work=False, parallelism=2)
+    run_all(kept)
+    steps = plan_steps(released)
+    publish = next(i for i, s in enumerate(steps) if s.id == "finalize.publish")
+    for step in steps[:publish + 1]:
+        for rank in range(step.world_size):
+            run_rank(released, step.id, rank, step.world_size)
+    assert (Path(RunLayout.of(str(tmp_path / "kept")).stage_scratch(2, "minhash-dedup").path) / "sigs").is_dir()
+    layout = RunLayout.of(str(tmp_path / "released"))
+    minhash = Path(layout.stage_scratch(2, "minhash-dedup").path)
+    assert not (minhash / "sigs").exists() and not any(minhash.iterdir())
+    curriculum = Path(layout.stage_scratch(3, "curriculum").path)
+    assert sorted(p.name for p in curriculum.iterdir()) == ["curriculum.json", "order.json"]
+    assert Path(layout.stage_root(2, "minhash-dedup").path, "decisions").is_dir()  # decisions stay
+    for step in steps[publish + 1:]:
+        for rank in range(step.world_size):
+            run_rank(released, step.id, rank, step.world_size)
+    for sub in ("data", "rejected"):
+        assert output_rows(tmp_path / "released", sub) == output_rows(tmp_path / "kept", sub)
