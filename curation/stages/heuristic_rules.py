@@ -499,7 +499,10 @@ class TextBatch:
             wanted_keys = np.array([int.from_bytes(w.encode(), "little") | (len(w) << 56) for w in packed], np.uint64)
             plain = np.flatnonzero(first_ok[first] & ~(slow | punct_edge))
             plain = plain[size_ok[np.minimum(lengths[plain], PACKED_MAX + 1)]]
-            trimmed = np.flatnonzero(first_ok[values[start]] & ~slow[edged])
+            # A word of punctuation only is trimmed to nothing (start == end, maybe the buffer's
+            # end): it matches no listed word, and its first byte is not read.
+            probe = values[np.minimum(start, max(len(values) - 1, 0))]
+            trimmed = np.flatnonzero(first_ok[probe] & ~slow[edged] & (start < end))
             trimmed = trimmed[size_ok[np.minimum(end[trimmed] - start[trimmed], PACKED_MAX + 1)]]
             for sel, at, size in (
                 (plain, starts[plain], lengths[plain]),

@@ -606,3 +606,15 @@ def test_retaining_freed_memory_is_idempotent_and_changes_no_decision() -> None:
     first = retain_freed_memory()
     assert retain_freed_memory() == first  # a no-op (False) off glibc, True on it, every time
     assert evaluate_column(texts, HeuristicFilterParams(), batch_rows=64)[0] == before
+
+
+@pytest.mark.parametrize("run", range(1, 20))
+def test_a_punctuation_word_at_the_end_of_a_batch_is_counted_like_the_definition(run: int) -> None:
+    # Found at 1M synthetic documents: a word of 12-16 punctuation bytes ending the batch was
+    # trimmed to nothing at the buffer's end, and its first byte read one past it.
+    texts = ["the cat sat on the mat and the dog " + "!" * run, "to be or not to be " + "?." * run]
+    for batch in (texts, texts[:1], texts[::-1]):
+        counts = _stop_word_counts(batch, ["the", "to", "be", "and", "!", "?"])
+        expected = [sum(w.lower().strip(TRIM) in {"the", "to", "be", "and", "!", "?"} for w in t.split())
+                    for t in batch]
+        assert counts == expected
