@@ -25,6 +25,7 @@ from curation.dataset import TMP_PREFIX, Location
 from curation.errors import DiskFullError, SpecError, StepError
 from curation.layout import RunLayout
 from curation.locking import LOCK_NAME
+from curation.memory import tune_allocators
 from curation.plan import FINALIZE, INGEST, Step, data_fingerprint, find_step, plan_steps
 from curation.spec import PipelineSpec
 from curation.stages import load_stage_class
@@ -223,6 +224,7 @@ def run_rank(spec: PipelineSpec, step_id: str, rank: int, world_size: int | None
         )
     if not 0 <= rank < world_size:
         raise SpecError(f"rank {rank} is outside 0..{world_size - 1}")
+    tune_allocators()
     layout = RunLayout.of(spec.output.path)
     if step.id != steps[0].id and not layout.fingerprint.exists():
         raise StepError(f"{spec.output.path}: no run found (run step {steps[0].id} first)")

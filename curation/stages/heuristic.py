@@ -17,15 +17,13 @@ nothing to show for it. Turn them on with `c4.lineRemoval` (`annotate` or `repla
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from curation.dataset import TEXT
+from curation.memory import tune_allocators
 from curation.params.heuristic import HeuristicFilterParams
 from curation.stages.base import Reasons, Stage, StepContext
 from curation.stages.heuristic_rules import (
@@ -43,37 +41,12 @@ from curation.stages.heuristic_rules import (
 C4_TEXT = "c4_text"
 C4_LINES_REMOVED = "c4_lines_removed"
 BATCH_ROWS = 4096  # documents measured together: big enough to amortise, small enough for memory
-# glibc malloc: serve blocks up to 32 MiB (its maximum) from the heap, and give freed heap memory
-# back to the OS only beyond 256 MiB free at its top.
-MMAP_THRESHOLD = 32 << 20
-TRIM_THRESHOLD = 256 << 20
-_malloc_tuned = False
 
 
 def retain_freed_memory() -> bool:
-    """Let glibc's malloc reuse freed blocks instead of handing them back to the OS at once.
-
-    A batch allocates and frees numpy arrays of a few to tens of MB (one int64 per word is 15 MB
-    for 4096 web pages). By default glibc serves each from fresh pages (mmap, or heap growth
-    trimmed again on free), so every batch page-faults (and the kernel zeroes) ~40 MB anew: that
-    system time was 0.1-0.5 CPU-s per 11 MB batch under load, as much as the measuring itself.
-    With the thresholds above the next batch reuses the same memory; the peak is unchanged and at
-    most TRIM_THRESHOLD of freed memory stays with the process. Process-wide and idempotent; a
-    no-op (False) where the C library is not glibc."""
-    global _malloc_tuned
-    if _malloc_tuned:
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: nothing to tune
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    tuned = int(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) == 1
-    _malloc_tuned = tuned and int(mallopt(m_trim_threshold, TRIM_THRESHOLD)) == 1
-    return _malloc_tuned
+    """The allocator settings of `curation.memory` (run_rank applies them to every step; called
+    here too so the filter gets them when used as a library)."""
+    return tune_allocators()
 
 
 def evaluate(texts: Any, params: HeuristicFilterParams) -> tuple[list[str | None], C4Cleaning | None]:
