@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     __import__("curation.cli_explain", fromlist=["add_parsers"]).add_parsers(sub)  # thresher explain
+    __import__("curation.cli_eval", fromlist=["add_parsers"]).add_parsers(sub)  # thresher eval, holdout
     _add_optional(sub)
     return parser
 
