@@ -79,7 +79,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from curation.worker import run_worker
 
     return run_worker(args.spec, args.step, args.rank, args.world_size, args.output, args.termination_log,
-                      args.metrics_port, input_path=args.input, models_path=args.models)
+                      args.metrics_port, input_path=args.input, models_path=args.models,
+                      eval_set=args.eval_set)
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help="override input.path (e.g. the input PVC's mount path)")
     p.add_argument("--output", default=None, help="override output.path")
     p.add_argument("--models", default=None, help="override models.path")
+    p.add_argument("--eval-set", default=None, help="override evaluate.evalSet (its path in the pod)")
     p.add_argument("--termination-log", default=None, help="default: $THRESHER_TERMINATION_LOG or /dev/termination-log")
     p.add_argument("--metrics-port", type=int, default=None, help="default: $THRESHER_METRICS_PORT or 9400; 0 = off")
     p.set_defaults(func=cmd_worker)

@@ -26,7 +26,7 @@ from curation.errors import DiskFullError, SpecError, StepError
 from curation.layout import RunLayout
 from curation.locking import LOCK_NAME
 from curation.memory import tune_allocators
-from curation.plan import FINALIZE, INGEST, Step, data_fingerprint, find_step, plan_steps
+from curation.plan import EVALUATE, FINALIZE, INGEST, Step, data_fingerprint, find_step, plan_steps
 from curation.spec import PipelineSpec
 from curation.stages import load_stage_class
 from curation.stages.base import StepContext
@@ -41,13 +41,17 @@ def with_output(spec: PipelineSpec, output: str | None) -> PipelineSpec:
     return spec.model_copy(update={"output": spec.output.model_copy(update={"path": output})})
 
 
-def with_paths(spec: PipelineSpec, input_path: str | None, models_path: str | None) -> PipelineSpec:
-    """Override where input and models are found (a pod's mount paths); the data meaning is unchanged."""
+def with_paths(spec: PipelineSpec, input_path: str | None, models_path: str | None,
+               eval_set: str | None = None) -> PipelineSpec:
+    """Override where input, models and the evaluation set are found (a pod's mount paths); the
+    data meaning is unchanged."""
     update: dict[str, Any] = {}
     if input_path:
         update["input"] = spec.input.model_copy(update={"path": input_path})
     if models_path:
         update["models"] = spec.models.model_copy(update={"path": models_path})
+    if eval_set and spec.evaluate is not None:
+        update["evaluate"] = spec.evaluate.model_copy(update={"eval_set": eval_set})
     return spec.model_copy(update=update) if update else spec
 
 
@@ -163,7 +167,7 @@ def _newest_temporary_file(output_path: str) -> str | None:
 
 
 def stage_config(spec: PipelineSpec, step: Step) -> Any:
-    if step.stage in (INGEST, FINALIZE):
+    if step.stage in (INGEST, FINALIZE, EVALUATE):
         return None
     return spec.stages[step.index - 1]
 
@@ -177,6 +181,8 @@ def build_context(spec: PipelineSpec, step: Step, steps: list[Step]) -> StepCont
         from curation.stages.ingest import list_input_files
 
         num_shards = len(list_input_files(spec))
+    elif step.stage == EVALUATE:
+        pass  # reads the input and the published output, not the (removed) corpus copy
     elif not (step.stage == INGEST and step.step == "index"):
         corpus = layout.corpus
         num_shards = corpus.num_shards

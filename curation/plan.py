@@ -16,12 +16,13 @@ from curation.params.base import StepKind
 from curation.registry import stage_def, stage_defs
 from curation.spec import PipelineSpec
 
-__all__ = ["FINALIZE", "INGEST", "Step", "StepKind", "plan_steps"]
+__all__ = ["EVALUATE", "FINALIZE", "INGEST", "Step", "StepKind", "plan_steps"]
 
 
 INGEST = "ingest"
 FINALIZE = "finalize"
-RESERVED_STAGE_NAMES = {INGEST, FINALIZE}
+EVALUATE = "evaluate"  # spec.evaluate: proxy models on the input and the output, after finalize
+RESERVED_STAGE_NAMES = {INGEST, FINALIZE, EVALUATE}
 
 # The engine's own steps. Ingest: stream the user's files into canonical shards (map over input
 # files), index them (global: the shard list), hash every id into partitions (map) and check that
@@ -128,6 +129,9 @@ def plan_steps(spec: PipelineSpec) -> list[Step]:
              1 if kind == StepKind.GLOBAL else spec.parallelism, 0, last, False)
         for name, kind in finalize_steps(spec)
     )
+    if spec.evaluate is not None:  # reads the published output: after the summary, on its own GPUs
+        steps.append(Step(f"{EVALUATE}.run", EVALUATE, EVALUATE, "run", StepKind.GLOBAL, 1, spec.evaluate.gpus,
+                          last + 1, False))
     return steps
 
 

@@ -32,7 +32,7 @@ from curation.plan import Step, plan_steps
 from curation.preflight import preflight
 from curation.spec import PipelineSpec
 
-MODEL_STAGES = {"quality-score", "semantic-dedup", "redundancy-control", "rephrase"}
+MODEL_STAGES = {"quality-score", "semantic-dedup", "redundancy-control", "rephrase", "evaluate"}  # torch: spawn
 THREADED_STEPS = {"finalize.tokenize"}  # fast tokenizers' thread pool: split the cores between ranks too
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 __all__ = ["describe_summary", "preflight", "run_pipeline"]

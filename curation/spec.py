@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 from curation.errors import SpecError
 from curation.params import CamelModel
 from curation.params.base import StageDef
+from curation.params.evaluate import EvaluateSpec
 from curation.params.tokenize import TokenizeSpec
 from curation.registry import stage_defs
 
@@ -310,6 +311,10 @@ class PipelineSpec(CamelModel):
     stages: list[StageSpec] = Field(min_length=1, max_length=32)
     """Ordered stages; each reads the previous stage's kept documents."""
 
+    evaluate: EvaluateSpec | None = None
+    """After finalize, train small proxy models on the input and the curated output at equal tokens
+    and compare their held-out loss (`<output>/eval/`; docs/evaluation.md)."""
+
     parallelism: int = Field(default=1, ge=1, le=1024)
     """Ranks per step: processes locally, the completions of each step's Indexed Job in a cluster
     (`concurrency` caps how many of its pods run at once)."""
@@ -369,6 +374,13 @@ class PipelineSpec(CamelModel):
             )
         if _norm(self.input.path) == _norm(self.output.path) and self.input.pvc == self.output.pvc:
             raise ValueError("output.path must differ from input.path (the input is never modified)")
+        if self.evaluate is not None:
+            paths = (self.input.path, self.output.path, self.evaluate.eval_set)
+            if any(p.startswith("s3://") for p in paths):
+                raise ValueError("evaluate: the input, output and evalSet must be local or PVC paths (thresher eval "
+                                 "does not read s3:// yet); run `thresher eval` on copies instead")
+            if self.input.format != "parquet":
+                raise ValueError("evaluate: the raw arm is the input, which must be Parquet (input.format: parquet)")
         return self
 
 

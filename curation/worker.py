@@ -62,12 +62,13 @@ def run_worker(
     metrics_port: int | None = None,
     input_path: str | None = None,
     models_path: str | None = None,
+    eval_set: str | None = None,
 ) -> int:
     try:
         if rank is None:
             rank = _env_number("JOB_COMPLETION_INDEX", None, "a rank number (0, 1, 2, ...)",
                                "pass --rank or run in an Indexed Job")
-        spec = with_paths(with_output(load_spec(spec_path), output), input_path, models_path)
+        spec = with_paths(with_output(load_spec(spec_path), output), input_path, models_path, eval_set)
         step = find_step(spec, step_id)
         port = metrics_port if metrics_port is not None else _env_number(
             "THRESHER_METRICS_PORT", 9400, "a port number", "set it to a port, or 0 to serve no metrics")

@@ -148,6 +148,14 @@ def pod_paths(spec: PipelineSpec) -> PodPaths:
     )
 
 
+def eval_set_path(spec: PipelineSpec) -> str | None:
+    """`evaluate.evalSet` in the pod: on the input's PVC when the input has one."""
+    if spec.evaluate is None:
+        return None
+    path = spec.evaluate.eval_set
+    return mounted(INPUT_MOUNT, path, "evaluate.evalSet") if spec.input.pvc else path
+
+
 def pod_spec_document(spec: PipelineSpec) -> dict[str, Any]:
     """The bare spec the workers read, with in-pod paths. `suspend` is left out: toggling it must
     not change what the pods see."""
@@ -156,6 +164,8 @@ def pod_spec_document(spec: PipelineSpec) -> dict[str, Any]:
     doc["input"]["path"] = paths.input
     doc["output"]["path"] = paths.output
     doc.setdefault("models", {})["path"] = paths.models
+    if spec.evaluate is not None:
+        doc["evaluate"]["evalSet"] = eval_set_path(spec)
     return doc
 
 
@@ -196,6 +206,8 @@ def worker_args(spec: PipelineSpec, step: Step) -> list[str]:
         args += ["--output", paths.output]
     if spec.models.pvc:
         args += ["--models", paths.models]
+    if spec.evaluate is not None and spec.input.pvc:
+        args += ["--eval-set", str(eval_set_path(spec))]
     return args
 
 

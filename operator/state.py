@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from curation.crd_status import TERMINAL, ConditionType, Phase, StagePhase, StepPhase, status_document
-from curation.plan import FINALIZE, INGEST, Step
+from curation.plan import EVALUATE, FINALIZE, INGEST, Step
 from curation.spec import PipelineSpec
 from curation_operator.builders import job_name
 from curation_operator.observe import JobView, PodView, rank_result, seconds_between, step_failure
@@ -297,7 +297,7 @@ def conditions_for(
 
 def _stage_records(steps: list[Step], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for stage in dict.fromkeys(s.stage for s in steps if s.stage not in (INGEST, FINALIZE)):
+    for stage in dict.fromkeys(s.stage for s in steps if s.stage not in (INGEST, FINALIZE, EVALUATE)):
         own = [s for s in steps if s.stage == stage]
         phases = [records[s.id]["phase"] for s in own]
         done = sum(p == StepPhase.SUCCEEDED for p in phases)

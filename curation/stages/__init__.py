@@ -11,6 +11,7 @@ from curation.registry import stage_def
 ENGINE = {  # the engine's own stages (not stage types a spec can name)
     "ingest": "curation.stages.ingest:IngestStage",
     "finalize": "curation.stages.finalize:FinalizeStage",
+    "evaluate": "curation.stages.evaluate:EvaluateStage",
 }
 
 

@@ -292,3 +292,15 @@ def test_step_label_is_a_valid_label_value_for_any_step_id():
     for position, step in enumerate(plan_steps(spec)):
         labels = build_step_job(REF, spec, step, position, SETTINGS)["spec"]["template"]["metadata"]["labels"]
         assert labels[LABEL_STEP] == step.id  # short ids stay readable (`kubectl get pods -l`)
+
+
+def test_the_evaluation_step_runs_last_on_its_gpus_with_the_eval_set_on_the_input_pvc():
+    spec = make_spec(evaluate={"evalSet": "corpora/heldout", "preset": "proxy-150m", "gpus": 1, "seeds": [0, 1]})
+    steps = plan_steps(spec)
+    assert steps[-1].id == "evaluate.run" and steps[-2].id == "finalize.summary"
+    job = build_step_job(REF, spec, steps[-1], len(steps) - 1, SETTINGS)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"][GPU_RESOURCE] == "1" and job["spec"]["completions"] == 1
+    assert container["args"][-2:] == ["--eval-set", "/data/input/corpora/heldout"]
+    assert pod_spec_document(spec)["evaluate"]["evalSet"] == "/data/input/corpora/heldout"
+    assert "evaluate" not in [s.stage for s in plan_steps(make_spec())]
