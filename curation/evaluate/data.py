@@ -126,8 +126,12 @@ def load_tokenizer(models: Path, name: str) -> Tokenizer:
         raise MissingDependencyError("thresher eval needs the `tokenizers` package; install thresher[models]") from None
     from curation.models.loading import dequantised_gguf_dir, model_kind, resolve_model
 
-    path = resolve_model(models, name)
-    folder = dequantised_gguf_dir(models, path) if model_kind(path) == "gguf" else path
+    plain = Path(models) / name
+    if plain.is_dir() and (plain / "tokenizer.json").exists():
+        folder = plain  # a tokenizer folder: no model weights or config.json needed
+    else:
+        path = resolve_model(models, name)
+        folder = dequantised_gguf_dir(models, path) if model_kind(path) == "gguf" else path
     file = folder / "tokenizer.json"
     if not file.exists():
         raise ModelNotFoundError(f"tokenizer {name!r}: no tokenizer.json in {folder}")

@@ -48,3 +48,15 @@ def test_an_evaluation_set_that_overlaps_the_input_fails_the_step(models_dir: Pa
                      evaluate={"evalSet": str(leaked), "seeds": [0], "tokens": 4096, "tokenizer": ENCODER})
     with pytest.raises(OverlapError, match="dataset raw has 5 document.s. sharing >= 1 word 13-gram"):
         run_all(spec)
+
+
+def test_a_folder_with_only_tokenizer_json_is_a_tokenizer(models_dir: Path, tmp_path: Path) -> None:
+    # What a PVC prepared for output.tokenize holds: the tokenizer, no weights, no config.json.
+    import shutil
+
+    from curation.evaluate.data import load_tokenizer
+
+    (tmp_path / "tok").mkdir()
+    shutil.copy(models_dir / ENCODER / "tokenizer.json", tmp_path / "tok" / "tokenizer.json")
+    tok = load_tokenizer(tmp_path, "tok")
+    assert tok.vocab_size == 30522 and tok.eos_id == 102  # [SEP]
