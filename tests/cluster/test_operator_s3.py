@@ -7,7 +7,6 @@ is the local runner's; a Secret with the wrong keys fails the job with one actio
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +29,7 @@ from tests.operator.cluster_support import (  # noqa: F401 - fixtures
     wait_for_cj,
     wait_succeeded,
 )
-from tests.s3.server import ADMIN, SeaweedS3, start_server
+from tests.s3.server import ADMIN, SeaweedS3, running_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3]
 SECRET = "thresher-s3"
@@ -38,12 +37,7 @@ SECRET = "thresher-s3"
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[SeaweedS3]:
-    server = start_server()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
+    yield from running_server()
 
 
 def s3_job(server: SeaweedS3, bucket: str, name: str = "quickstart") -> dict[str, Any]:

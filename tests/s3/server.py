@@ -146,3 +146,13 @@ def start_server(metrics_port: int = 0) -> SeaweedS3:
         shutil.rmtree(root, ignore_errors=True)
         raise
     return server
+
+
+def running_server(metrics_port: int = 0):  # type: ignore[no-untyped-def]
+    """A started server for a pytest fixture (yields it, stops it and removes its data after)."""
+    server = start_server(metrics_port=metrics_port)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
