@@ -73,7 +73,10 @@ def _pool_context(step: Step, spec: PipelineSpec | None = None) -> Any:
 
     uses_store = spec is not None and any(
         storage.is_uri(p) for p in (spec.input.path, spec.output.path, spec.models.path))
-    return mp.get_context("spawn" if step.stage_type in MODEL_STAGES or uses_store else "fork")
+    # The tokenize steps too: a forked child's fast tokenizer (a Rust thread pool) hangs when the
+    # parent used one first (preflight loads the tokenizer; found in the test suite after torch).
+    threaded = step.stage_type in MODEL_STAGES or step.id in THREADED_STEPS
+    return mp.get_context("spawn" if threaded or uses_store else "fork")
 
 
 @contextlib.contextmanager
