@@ -339,3 +339,15 @@ def test_validate_describes_the_token_output(capsys: pytest.CaptureFixture) -> N
     out = capsys.readouterr().out
     assert f"output.tokenize: tokenizer {MINILM}, formats megatron, numpy, EOS after each document" in out
     assert "finalize.merge" in out and "out/tokenized/tokens" in out
+
+
+def test_tokenize_workers_are_spawned_not_forked(tmp_path: Path) -> None:
+    # A forked child's fast tokenizer hangs once the parent has used one (preflight loads it).
+    from curation.runner import _pool_context
+
+    inp = write_docs(tmp_path / "in", ["a b c"] * 3)
+    spec = make_spec(inp, tmp_path / "out", [{"type": "exact-dedup"}], models={"path": str(MODELS)},
+                     output={"path": str(tmp_path / "out"), "tokenize": {"tokenizer": MINILM}})
+    steps = {s.id: s for s in plan_steps(spec)}
+    assert _pool_context(steps["finalize.tokenize"], spec).get_start_method() == "spawn"
+    assert _pool_context(steps["exact-dedup.hash"], spec).get_start_method() == "fork"
