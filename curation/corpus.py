@@ -1,7 +1,8 @@
 """The canonical corpus and the decision files: "annotate, then select" (Dolma's shape).
 
-Ingest writes the corpus text once, as canonical shards (`_work/corpus/`). After that no stage
-copies documents: a stage writes, per canonical shard, only what it decided about the documents
+Ingest cuts the input into canonical shards (`_work/corpus/`): a Parquet file is read in place (a
+shard is a run of its row groups, and ingest writes only the shard's ids, text sizes and
+rejects), anything else is copied. After that no stage copies documents: a stage writes, per canonical shard, only what it decided about the documents
 still alive when it started — a *decision file* with
 
     _row      the document's row in the shard's universe (canonical rows, then synthetic rows)
@@ -20,6 +21,7 @@ stage). Publishing reads the full universe once more and writes each row to `dat
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +32,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.dataset import TEXT, Location, read_table
-from curation.errors import StepError
+from curation import storage
+from curation.dataset import ID, READ_BUFFER, READS, TEXT, Location, read_table
+from curation.errors import InputDataError, StepError
 
 ROW = "_row"  # row of a document in its shard's universe
 BYTES = "_bytes"  # UTF-8 bytes of the document's text (kept beside the text: stats without reading it)
@@ -65,6 +68,53 @@ RESERVED_COLUMNS = (
     "curriculum_position",
 )
 DECISION_ROW_GROUP = 1 << 17
+
+
+IN_PLACE_SIDE = (ID, BYTES, INGEST_REASON)  # what ingest writes for a shard read in place
+
+
+def _read_row_groups(file: dict[str, Any], entry: dict[str, Any], columns: list[str]) -> pa.Table:
+    """Columns of an in-place shard's row groups, after checking that the file is the one ingest read."""
+    loc = Location.of(str(file.get("uri") or file["path"]))
+    try:
+        info = loc.fs.get_file_info(loc.path)
+    except OSError as err:
+        raise InputDataError(storage.describe(err, loc.path)) from None
+    mtime = info.mtime_ns if info.mtime_ns is not None else -1
+    if info.size is None or info.type.name == "NotFound":
+        raise InputDataError(f"{file['path']}: input file missing; this run reads the input in place "
+                             "(input.readInPlace): restore it, or rerun with --restart")
+    if int(info.size) != int(file["size"]) or int(mtime) != int(file["mtime_ns"]):
+        raise InputDataError(
+            f"{file['path']}: input file changed since ingest read it (size {file['size']} -> {info.size}, "
+            "or its modification time); this run reads the input in place (input.readInPlace): restore "
+            "the file, or rerun with --restart")
+    first, end = (int(g) for g in entry["row_groups"])
+    try:
+        with loc.fs.open_input_file(loc.path) as f:
+            pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
+            table = pf.read_row_groups(list(range(first, end)), columns=columns)
+            READS.objects += 1
+            meta = pf.metadata
+            wanted = set(columns)
+            READS.bytes += sum(int(meta.row_group(g).column(c).total_compressed_size) for g in range(first, end)
+                               for c in range(meta.num_columns)
+                               if meta.row_group(g).column(c).path_in_schema.split(".", 1)[0] in wanted)
+            return table
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        if storage.is_object_store(loc.fs) and not isinstance(err, pa.ArrowInvalid):
+            raise storage.StorageError(storage.describe(err, loc.path)) from None
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputDataError(f"{file['path']}: not a readable Parquet file ({msg})") from None
+
+
+def _canonical_text(column: pa.ChunkedArray, clean: bool) -> pa.ChunkedArray | pa.Array:
+    """The text as ingest normalised it: a clean string column as is, else ingest's own repair."""
+    if clean and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return column.cast(pa.string()) if pa.types.is_large_string(column.type) else column
+    from curation.stages.ingest import text_problems
+
+    return text_problems(column)[0]
 
 
 def partition_count(items: int, budget: int, world_size: int) -> int:
@@ -111,10 +161,52 @@ class Corpus:
         return int(self.index["shards"][shard]["rows"])
 
     def schema(self) -> pa.Schema:
+        encoded = self.index.get("canonical_schema")
+        if encoded:
+            return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded)))
         return pq.read_schema(self.shard_loc(0).path, filesystem=self.loc.fs)
 
     def read(self, shard: int, columns: list[str] | None = None) -> pa.Table:
-        return read_table(self.shard_loc(shard), columns)
+        entry = self.index["shards"][shard]
+        if "row_groups" not in entry:  # a copy: the canonical shard holds every column
+            return read_table(self.shard_loc(shard), columns)
+        return self._read_in_place(shard, entry, columns)
+
+    def _read_in_place(self, shard: int, entry: dict[str, Any], columns: list[str] | None) -> pa.Table:
+        """An in-place shard: ids, sizes and ingest's rejects from its own file, every other column
+        from the row groups of the input file (unchanged since ingest: size and modification time)."""
+        names = self.schema().names
+        wanted = names if columns is None else columns
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            raise StepError(f"shard {shard}: no column(s) {', '.join(unknown)} in the corpus")
+        side_cols = [c for c in wanted if c in IN_PLACE_SIDE]
+        file = self.index["files"][entry["file"]]
+        source_column = self.index.get("source_column")
+        derived = {source_column: file.get("source")} if file.get("source") is not None else {}
+        text_field = self.index.get("text_field", TEXT)
+        user = [text_field if c == TEXT else c for c in wanted if c not in IN_PLACE_SIDE and c not in derived]
+        out: dict[str, pa.ChunkedArray | pa.Array] = {}
+        if side_cols or not user:
+            side = read_table(self.shard_loc(shard), side_cols or [ID])
+            out.update({c: side.column(c) for c in side_cols})
+        rows = int(entry["rows"])
+        if user:
+            read = _read_row_groups(file, entry, user)
+            if read.num_rows != rows:
+                raise InputDataError(f"{file['path']}: row groups {entry['row_groups']} hold {read.num_rows} rows, "
+                                     f"ingest read {rows}; the input changed: restore it or rerun with --restart")
+            for c in wanted:
+                if c == TEXT:
+                    out[c] = _canonical_text(read.column(text_field), bool(entry.get("clean")))
+                elif c not in out and c not in derived:
+                    col = read.column(c)
+                    out[c] = col.cast(pa.string()) if pa.types.is_large_string(col.type) else col
+        for c, value in derived.items():
+            if c in wanted:
+                out[c] = pa.array([value] * rows, pa.string())
+        schema = self.schema()
+        return pa.table({c: out[c] for c in wanted}, schema=pa.schema([schema.field(c) for c in wanted]))
 
     def source_of(self, shard: int, row: int) -> str:
         """The input file a canonical row came from (for messages)."""

@@ -151,6 +151,7 @@ def data_fingerprint(spec: PipelineSpec) -> str:
         include={"input", "output", "models", "stages", "parallelism"},
     )
     doc["output"] = {}
+    doc["input"].pop("readInPlace", None)  # where the text is read from: the same data either way
     if spec.output.tokenize is not None:  # token files are data too (absent: fingerprints unchanged)
         doc["output"] = {"tokenize": spec.output.tokenize.model_dump(mode="json", by_alias=True,
                                                                    exclude={"batch_documents"})}

@@ -66,6 +66,15 @@ class InputSpec(CamelModel):
     cuts it into shards of about this size, so ranks are balanced and memory is bounded whatever
     the input files look like (one huge file, or thousands of small ones)."""
 
+    read_in_place: bool = True
+    """Read Parquet input in place: ingest checks every file and records, per canonical shard, a
+    run of whole row groups (plus ids and sizes); the stages read the text from the input files,
+    and the text is written once, when the output is published. A file whose row groups hold more
+    than 2 x `shardTextBytes` of text, and JSON lines input, are copied into canonical shards
+    instead. The input must not change during the run: every read compares the file's size and
+    modification time with ingest's, and a changed file is an error. False: copy every file into
+    `_work/` (e.g. when the input sits on storage the stages should not read again)."""
+
     source_field: str | None = Field(default=None, min_length=1)
     """Column naming each document's source (e.g. `source`, `dataset`, `crawl`): the
     `source-policy` stage's rules and its per-source accounting read it. With `sourceFromPath`,

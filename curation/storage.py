@@ -91,6 +91,11 @@ def is_object_store(fs: pafs.FileSystem) -> bool:
     return fs.type_name == "s3"
 
 
+def uri_of(loc: Any) -> str:
+    """The path or `s3://` URI that resolves back to `loc` (a dataset.Location)."""
+    return f"s3://{loc.path}" if is_object_store(loc.fs) else str(loc.path)
+
+
 def split_uri(path: str) -> tuple[str, str]:
     """(bucket, key prefix) of `s3://bucket/prefix`."""
     parsed = urlparse(path)

@@ -2,19 +2,23 @@
 
     read  (map over input files)   each file is streamed (Parquet row groups, JSON lines, gzip or
                                    zstd compressed or not) and cut into canonical shards of about
-                                   `input.shardTextBytes` of text: the corpus text, written once
+                                   `input.shardTextBytes` of text: Parquet read in place (runs of
+                                   whole row groups; only ids, sizes, rejects written), the rest copied
     index (global)                 the shard list in input order, row counts, one schema check
                                    across all files, the emptiness check
     ids   (map over shards)        every id hashed (128-bit) into id partitions
     check (reduce per partition)   no id repeats anywhere in the input (both files named)
 
 Canonical shard i holds `id`, `text`, the user's other columns, `_bytes` (text bytes) and
-`_reject` (ingest's own decision: `invalid-text` for null or non-UTF-8 text under `skipInvalid`).
+`_reject` (ingest's own decision: `invalid-text` for null or non-UTF-8 text under `skipInvalid`);
+for a shard read in place its file holds only `id`, `_bytes` and `_reject`, and `Corpus.read`
+takes the other columns from the input's row groups.
 The input is only read. Shard boundaries depend on the input alone, never on the parallelism.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -44,6 +48,8 @@ from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext
 from curation.stages.minhash_math import utf8_buffer
 
 INVALID_TEXT = "invalid-text"
+SIDE_COLUMNS = (ID, BYTES, INGEST_REASON)  # an in-place shard's own file: the text stays in the input
+IN_PLACE_ROW_GROUP_LIMIT = 2  # x input.shardTextBytes: larger row groups are copied (in_place_file)
 BATCH_ROWS = 4096  # rows decoded at once: bounded memory whatever the file size
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".ndjson", ".ndjson.gz", ".ndjson.zst")
 ID_SCHEMA = pa.schema([("h_hi", pa.uint64()), ("h_lo", pa.uint64()), ("id", pa.string()), ("key", pa.uint64())])
@@ -318,10 +324,13 @@ def normalise_batch(
 
 
 class _PartWriter:
-    """Canonical shards of one input file: a new part whenever the text reaches the target size."""
+    """Canonical shards of one input file: a new part whenever the text reaches the target size.
 
-    def __init__(self, corpus: Location, file_index: int, target_bytes: int) -> None:
-        self.corpus, self.file_index, self.target = corpus, file_index, target_bytes
+    With `auto_cut` off the caller ends each part (`finish_part`): in-place shards end at row-group
+    boundaries and hold only `SIDE_COLUMNS`."""
+
+    def __init__(self, corpus: Location, file_index: int, target_bytes: int, auto_cut: bool = True) -> None:
+        self.corpus, self.file_index, self.target, self.auto_cut = corpus, file_index, target_bytes, auto_cut
         self.parts: list[dict[str, Any]] = []
         self.writer: pq.ParquetWriter | None = None
         self.schema: pa.Schema | None = None
@@ -355,19 +364,55 @@ class _PartWriter:
         self.writer.write_table(table)
         self.rows += table.num_rows
         self.bytes += int(pc.sum(table.column(BYTES)).as_py() or 0)
-        if self.bytes >= self.target:
+        if self.auto_cut and self.bytes >= self.target:
             self.finish_part()
 
-    def finish_part(self) -> None:
+    def finish_part(self, **extra: Any) -> None:
         if self.writer is None:
             return
         self.writer.close()  # the footer; the stream it was given stays open until closed here
         self.sink.close()  # on an object store: completes the upload
         name = self.name()
         commit_staged(self.corpus.join(name), self.tmp)
-        self.parts.append({"name": name, "rows": self.rows, "bytes": self.bytes, "first_row": self.first_row})
+        self.parts.append({"name": name, "rows": self.rows, "bytes": self.bytes, "first_row": self.first_row,
+                           **extra})
         self.first_row += self.rows
         self.writer, self.rows, self.bytes = None, 0, 0
+
+
+def _text_leaf(pf: pq.ParquetFile, name: str) -> int | None:
+    meta = pf.metadata
+    return next((i for i in range(meta.num_columns) if meta.schema.column(i).path == name), None)
+
+
+def in_place_file(spec: PipelineSpec, f: Location) -> pq.ParquetFile | None:
+    """The open Parquet file when it is read in place (`input.readInPlace`), None when it is copied.
+
+    In place needs row groups of bounded text: a stage reads whole row groups, so one holding more
+    than IN_PLACE_ROW_GROUP_LIMIT x `shardTextBytes` of text (a file written as one huge row
+    group) is copied into canonical shards of the target size instead."""
+    if spec.input.format != "parquet" or not spec.input.read_in_place:
+        return None
+    pf = _parquet_file(f)
+    leaf = _text_leaf(pf, spec.input.text_field)
+    if leaf is None:
+        return None  # no text column: normalise_batch names the problem
+    meta = pf.metadata
+    limit = IN_PLACE_ROW_GROUP_LIMIT * spec.input.shard_text_bytes
+    if any(meta.row_group(g).column(leaf).total_uncompressed_size > limit for g in range(meta.num_row_groups)):
+        return None
+    return pf
+
+
+def file_identity(f: Location) -> dict[str, int]:
+    """Size and modification time: what a stage compares before it reads a file in place."""
+    info = f.fs.get_file_info(f.path)
+    mtime = info.mtime_ns if info.mtime_ns is not None else -1
+    return {"size": int(info.size or 0), "mtime_ns": int(mtime)}
+
+
+def encode_schema(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
 
 
 def _conform(table: pa.Table, schema: pa.Schema, f: Location) -> pa.Table:
@@ -409,24 +454,54 @@ class IngestStage(Stage):
             f = files[index]
             stem = derived_id_stem(root, f)
             source = path_source(self.spec.input, root, f)
-            parts = _PartWriter(corpus, index, self.spec.input.shard_text_bytes)
+            identity = file_identity(f)
+            pf = in_place_file(self.spec, f)
+            parts = _PartWriter(corpus, index, self.spec.input.shard_text_bytes, auto_cut=pf is None)
             stats = StageStats()
             rows = 0
-            for batch in input_batches(self.spec, f):
+            canonical: pa.Schema | None = None
+
+            def take(batch: pa.Table) -> int:
+                nonlocal rows, canonical
                 table = normalise_batch(self.spec, batch, f, stem, rows, source)
+                canonical = canonical or table.schema
                 rows += table.num_rows
                 if table.num_rows:
-                    parts.write(table, f)
+                    parts.write(table, f) if pf is None else parts._append(table.select(SIDE_COLUMNS), f)
                 rejected = pc.drop_null(table.column(INGEST_REASON)).to_pylist()
                 stats.removed.update(rejected)
                 stats.docs_in += table.num_rows
                 stats.docs_out += table.num_rows - len(rejected)
                 stats.bytes_in += int(pc.sum(table.column(BYTES)).as_py() or 0)
-            parts.finish_part()
+                return len(rejected)
+
+            if pf is None:
+                for batch in input_batches(self.spec, f):
+                    take(batch)
+                parts.finish_part()
+            else:  # in place: shards are runs of whole row groups; only ids, sizes and rejects are written
+                READS.objects += 1
+                first, bad, groups = 0, 0, pf.metadata.num_row_groups
+                try:
+                    for g in range(groups):
+                        for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[g]):
+                            bad += take(pa.Table.from_batches([batch]))
+                        if parts.bytes >= parts.target or g == groups - 1:
+                            parts.finish_part(row_groups=[first, g + 1], clean=bad == 0)
+                            first, bad = g + 1, 0
+                except (pa.ArrowInvalid, OSError) as err:
+                    raise _unreadable(f, err) from None
+                meta = pf.metadata
+                READS.bytes += sum(meta.row_group(g).column(c).total_compressed_size
+                                   for g in range(meta.num_row_groups) for c in range(meta.num_columns))
+                if file_identity(f) != identity:
+                    raise InputDataError(f"{f.path}: changed while ingest read it; rerun when the input is final")
             stats.bytes_out = stats.bytes_in
             self._file_manifest(index).write_json_atomic({
-                "path": f.path, "rows": rows, "parts": parts.parts,
-                "schema": schema_fields(parts.schema) if parts.schema is not None else None,
+                "path": f.path, "uri": storage.uri_of(f), "rows": rows, "parts": parts.parts,
+                "in_place": pf is not None, **identity, "source": source,
+                "schema": schema_fields(canonical) if canonical is not None and rows else None,
+                "canonical_schema": encode_schema(canonical) if canonical is not None and rows else None,
             })
             return stats.to_dict()
 
@@ -440,12 +515,15 @@ class IngestStage(Stage):
         shards: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
         reference: tuple[str, list[list[str]]] | None = None
+        canonical: str | None = None
         for i in range(len(files)):
             manifest = self._file_manifest(i).read_json()
-            entries.append({"path": manifest["path"], "rows": manifest["rows"]})
+            entries.append({k: manifest.get(k) for k in ("path", "uri", "rows", "in_place", "size", "mtime_ns",
+                                                         "source")})
             if manifest["schema"] is not None:
                 if reference is None:
                     reference = (manifest["path"], manifest["schema"])
+                    canonical = manifest.get("canonical_schema")
                 else:
                     _compare_schemas(reference, (manifest["path"], manifest["schema"]))
             for part in manifest["parts"]:
@@ -455,7 +533,8 @@ class IngestStage(Stage):
             raise InputDataError(f"input.path {self.spec.input.path}: the dataset is empty (0 documents)")
         index = {"shards": shards, "files": entries, "rows": rows,
                  "text_bytes": sum(s["bytes"] for s in shards),
-                 "schema": reference[1] if reference else []}
+                 "schema": reference[1] if reference else [], "canonical_schema": canonical,
+                 "text_field": self.spec.input.text_field, "source_column": self.spec.input.source_column}
         self._corpus().join(Corpus.INDEX).write_json_atomic(index)
         stats = StageStats()
         stats.extra = {"shards": len(shards)}
