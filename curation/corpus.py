@@ -124,8 +124,12 @@ def partition_count(items: int, budget: int, world_size: int) -> int:
 
 
 # Rows per reduce partition for each kind of intermediate: the memory budget of one reduce rank.
-PARTITION_ROWS = {"ids": 2_000_000, "exact": 3_000_000, "bands": 3_000_000, "curriculum": 4_000_000,
-                  "embeddings": 500_000, "clusters": 4_000_000, "names": 2_000_000}
+# Per-document kinds hold 500k rows (~100-300 MB in a rank): at parallelism 2 a 1M-document corpus
+# already fills its partitions, so a rank's memory is the same at 1M and at 1B documents (more
+# partitions, not bigger ones). Bands are 14+ rows per document; clusters and embeddings are
+# sized by what a k-means cluster or a faiss search holds.
+PARTITION_ROWS = {"ids": 500_000, "exact": 500_000, "bands": 3_000_000, "curriculum": 500_000,
+                  "embeddings": 500_000, "clusters": 4_000_000, "names": 500_000}
 
 
 @dataclass

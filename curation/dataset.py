@@ -227,6 +227,27 @@ def read_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
         ) from None
 
 
+def iter_row_groups(loc: Location, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """A Parquet file one row group at a time: memory bounded by the writer's row-group size."""
+    try:
+        with loc.fs.open_input_file(loc.path) as f:
+            pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
+            READS.objects += 1
+            wanted = None if columns is None else set(columns)
+            for g in range(pf.metadata.num_row_groups):
+                rg = pf.metadata.row_group(g)
+                READS.bytes += sum(int(rg.column(c).total_compressed_size) for c in range(rg.num_columns)
+                                   if wanted is None or rg.column(c).path_in_schema.split(".", 1)[0] in wanted)
+                yield pf.read_row_group(g, columns=columns)
+    except FileNotFoundError:
+        raise StepError(f"{loc.path}: missing (did the previous step finish?)") from None
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        if storage.is_object_store(loc.fs) and not isinstance(err, pa.ArrowInvalid):
+            raise storage.StorageError(storage.describe(err, loc.path)) from None
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputDataError(f"{loc.path}: not a readable Parquet file ({msg}); replace or remove it and rerun") from None
+
+
 def parquet_schema(loc: Location) -> pa.Schema:
     try:
         return pq.read_schema(loc.path, filesystem=loc.fs)

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from curation.corpus import PARTITION_ROWS, partition_count
-from curation.dataset import ID, TEXT, RankMarker, read_table
+from curation.dataset import ID, TEXT, RankMarker, iter_row_groups
 from curation.errors import SpecError, StepError
 from curation.params.curriculum import BUILTIN_SIGNALS, CurriculumParams
 from curation.sidefiles import read_npy, write_npy
@@ -52,13 +52,26 @@ MAX_EXTRA_ITEMS = 8  # per-bucket / per-shard entries copied into the step stats
 # ---- pure functions ------------------------------------------------------------------------
 
 
-def compression_ratios(texts: list[str | None]) -> np.ndarray:
-    """zlib (level 6) compressed size over UTF-8 size; 0 for empty texts."""
-    out = np.zeros(len(texts), dtype=np.float64)
-    for i, text in enumerate(texts):
-        raw = (text or "").encode("utf-8")
-        if raw:
-            out[i] = len(zlib.compress(raw, 6)) / len(raw)
+def compression_ratios(texts: list[str | None] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """zlib (level 6) compressed size over UTF-8 size; 0 for empty texts.
+
+    Compresses each document's bytes straight from the Arrow buffer (no Python string made)."""
+    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, pa.string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.string())
+    if not pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.large_string())  # one offset width below, whatever the input's
+    out = np.zeros(len(arr), dtype=np.float64)
+    buffers = arr.buffers()
+    if len(arr) == 0 or buffers[2] is None:
+        return out
+    offsets = np.frombuffer(buffers[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1].tolist()
+    data = memoryview(buffers[2])
+    compress = zlib.compress
+    for i in range(len(arr)):
+        a, b = offsets[i], offsets[i + 1]
+        if b > a:  # a null's offsets are equal too: 0, as an empty text
+            out[i] = len(compress(data[a:b], 6)) / (b - a)
     return out
 
 
@@ -68,7 +81,7 @@ def builtin_signal(texts: pa.Array | pa.ChunkedArray, signal: str) -> np.ndarray
     elif signal == "words":
         values = pc.count_substring_regex(texts, r"\S+")
     elif signal == "compression_ratio":
-        return compression_ratios(texts.to_pylist())
+        return compression_ratios(texts)
     else:
         raise ValueError(signal)
     return np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -315,21 +328,23 @@ class CurriculumStage(Stage):
 
     def step_partition(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
         params, plan = self.cparams, self._plan(ctx)
-        table = ctx.partition_file("score", 0, rank)
-        rows = read_table(table) if table.exists() else SCORE_SCHEMA.empty_table()
-        bucket = count_at_or_below(self._words(rows), read_npy(ctx.scratch.join("order", "buckets.npy")))
-        if params.order == "interleaved":
-            sub = ((rows.column("tiebreak").to_numpy() >> np.uint64(32)) * np.uint64(plan["subranges"])) >> np.uint64(32)
-            where = bucket * plan["subranges"] + sub.astype(np.int64)
-        else:
-            words = self._words(rows, params.order == "descending")
-            where = count_at_or_below(words, read_npy(ctx.scratch.join("order", "ranges.npy")))
-        out = rows.append_column("bucket", pa.array(bucket, pa.int64()))
+        scores = ctx.partition_file("score", 0, rank)
+        edges = read_npy(ctx.scratch.join("order", "buckets.npy"))
+        bounds = None if params.order == "interleaved" else read_npy(ctx.scratch.join("order", "ranges.npy"))
         writer = PartitionWriter(ctx, "ranges", rank, plan["ranges"], RANGE_SCHEMA)
-        writer.write(out, where)
+        counts = np.zeros(plan["ranges"], dtype=np.int64)
+        for rows in iter_row_groups(scores) if scores.exists() else iter([]):  # the rank's scores, streamed
+            bucket = count_at_or_below(self._words(rows), edges)
+            if bounds is None:
+                sub = ((rows.column("tiebreak").to_numpy() >> np.uint64(32)) * np.uint64(plan["subranges"])) >> np.uint64(32)
+                where = bucket * plan["subranges"] + sub.astype(np.int64)
+            else:
+                where = count_at_or_below(self._words(rows, params.order == "descending"), bounds)
+            writer.write(rows.append_column("bucket", pa.array(bucket, pa.int64())), where)
+            counts += np.bincount(where, minlength=plan["ranges"])
         writer.close()
         stats = StageStats()
-        stats.extra = {"range_counts": np.bincount(where, minlength=plan["ranges"]).tolist()}
+        stats.extra = {"range_counts": counts.tolist()}
         return stats.to_dict()
 
     def step_rank(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:

@@ -22,7 +22,7 @@ STAGES: list[dict[str, Any]] = [
     {"type": "heuristic-filter"},
     {"type": "curriculum", "params": {"signal": "compression_ratio", "rowsPerShard": 40}},
 ]
-WORDS = "river stone cloud forest lamp window garden letter bridge autumn market silver".split()
+WORDS = ["river", "stone", "cloud", "forest", "lamp", "window", "garden", "letter", "bridge", "autumn", "market", "silver"]
 
 
 def _texts(n: int) -> list[str]:
@@ -118,7 +118,7 @@ def test_derived_ids_sources_from_paths_and_invalid_text_match_the_copy(tmp_path
         pq.write_table(pa.table({"text": pa.array(texts, pa.string())}), inp / src / "x.parquet", row_group_size=5)
     kw = {"skipInvalid": True, "sourceFromPath": "^([^/]+)/", "idField": None, "shardTextBytes": 3000}
     a = _run(inp, tmp_path / "a", in_place=True, input_kw=kw, stages=STAGES[:1])
-    b = _run(inp, tmp_path / "b", in_place=False, input_kw=kw, stages=STAGES[:1])
+    _run(inp, tmp_path / "b", in_place=False, input_kw=kw, stages=STAGES[:1])
     pa_, pb = _published(tmp_path / "a"), _published(tmp_path / "b")
     assert pa_.keys() == pb.keys() and all(pa_[k].equals(pb[k]) for k in pa_)
     rejected = pa_["rejected"]
