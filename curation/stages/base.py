@@ -81,8 +81,9 @@ class PartitionWriter:
     the number of files is (ranks x partitions), never (shards x partitions)."""
 
     def __init__(self, ctx: StepContext, step: str, rank: int, count: int, schema: pa.Schema,
-                 budget: int = 64 << 20) -> None:
+                 budget: int = 64 << 20, compression_level: int | None = None) -> None:
         self.ctx, self.step, self.rank, self.count, self.schema, self.budget = ctx, step, rank, count, schema, budget
+        self.compression_level = compression_level  # zstd's level (None: its default, 1)
         self.buffers: dict[int, list[pa.Table]] = {}
         self.buffered = 0
         self.writers: dict[int, tuple[pq.ParquetWriter, str]] = {}
@@ -107,7 +108,8 @@ class PartitionWriter:
                 final = self.ctx.partition_file(self.step, p, self.rank)
                 staged = staging_path(final)
                 sink = final.fs.open_output_stream(staged)
-                self.writers[p] = (pq.ParquetWriter(sink, self.schema, compression="zstd"), staged)
+                self.writers[p] = (pq.ParquetWriter(sink, self.schema, compression="zstd",
+                                                    compression_level=self.compression_level), staged)
                 self.sinks[p] = sink
             self.writers[p][0].write_table(pa.concat_tables(parts).cast(self.schema))
         self.buffers.clear()

@@ -55,6 +55,7 @@ POSITION = "curriculum_position"
 # Text per partition of the ordered publish. An order rank holds one group, about 4x this in
 # memory (read, sorted copy, writer buffers): 512 MB measured 2.19 GB at 1M documents.
 PIECE_BYTES = 128 << 20
+PIECE_ZSTD_LEVEL = 3
 TOKENS_DIR = "tokens"  # output.tokenize: merged token files and their _manifest.json
 ORDER_FILE = "order.json"  # written by a curriculum stage: {"docs", "rows_per_shard", "output_shards"}
 
@@ -202,8 +203,10 @@ class FinalizeStage(Stage):
         if order is not None:
             if POSITION not in data_schema.names:
                 raise StepError(f"{ctx.step.id}: the curriculum stage wrote no '{POSITION}' column")
+            # The kept text, once more until `order` has sorted it: zstd level 3 keeps this copy
+            # ~10% smaller than level 1 (for +0.2 CPU-s per 100 MB), so `_work/` stays under the input.
             pieces = PartitionWriter(ctx, "pieces", rank, self._piece_groups(order),
-                                     _user_schema(self.spec, data_schema))
+                                     _user_schema(self.spec, data_schema), compression_level=PIECE_ZSTD_LEVEL)
         stats = StageStats()
         for shard in ctx.shards_for(rank, world_size):
             uni = view.universe(shard)
