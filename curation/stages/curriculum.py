@@ -389,6 +389,7 @@ class CurriculumStage(Stage):
                            schema=POSITION_SCHEMA)
             shard = (out.column("key").to_numpy() >> np.uint64(32)).astype(np.int64)
             writer.write(out, group_of[shard] if len(shard) else shard)
+            del rows, out, order, position, signal, bucket, shard  # one range in memory at a time
         writer.close()
         stats = StageStats()
         stats.extra = {"bucket_stats": {str(b): v for b, v in buckets.items()}}
@@ -415,6 +416,8 @@ class CurriculumStage(Stage):
                 annotated = table.append_column(SIGNAL_COLUMN, mine.column("signal").take(idx))
                 annotated = annotated.append_column(POSITION_COLUMN, mine.column("position").take(idx))
                 total.add(self.write_split(ctx, shard, annotated, [None] * table.num_rows))
+                del mine, table, annotated
+            del rows, keys, shard_of  # before the next group is read: one group in memory at a time
         if rank == 0:
             total.extra = {"curriculum": {"bucket_docs": self._write_manifest(ctx)}}
         return total.to_dict()

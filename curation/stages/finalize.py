@@ -275,6 +275,7 @@ class FinalizeStage(Stage):
                                              for r in range(ingest_ranks)) if f.exists()]
             inputs = pa.concat_tables(parts) if parts else ID_SCHEMA.empty_table()
             result = check_partition(inputs, ctx.read_partition("ids", p, PUBLISHED_SCHEMA, writer="publish"))
+            del parts, inputs  # before the next partition is read: one partition in memory at a time
             for k in counts:
                 counts[k] += result[k]
         stats = StageStats()

@@ -569,6 +569,7 @@ class IngestStage(Stage):
                     f"{f' (and {len(first) - 1} more repeated ids)' if len(first) > 1 else ''}; "
                     "ids must be unique across all input files"
                 )
+            del table, first, second  # before the next partition is read: one in memory at a time
         return StageStats().to_dict()
 
 
