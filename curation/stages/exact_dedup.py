@@ -23,8 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.corpus import DUP_GROUP, DUP_OF, PARTITION_ROWS, SIMILARITY, partition_count
+from curation.corpus import DUP_GROUP, DUP_OF, PARTITION_ROWS, SIMILARITY, CorpusView, partition_count
 from curation.dataset import ID, TEXT
+from curation.errors import StepError
+from curation.params.dedup import ExactDedupParams
 from curation.stages.base import PartitionWriter, Stage, StageStats, StepContext, doc_keys
 from curation.stages.exact_math import exact_hashes
 from curation.stages.minhash_math import size_histogram
@@ -62,6 +64,17 @@ def choose_keepers(
     return order[removed], order[group_first[removed]], sizes
 
 
+def alive_rows(source: CorpusView, shard: int, columns: list[str]) -> pa.Table:
+    """`columns` of a shard's alive rows, in order: `CorpusView.read_shard` without its copy of
+    every column (text included) when no earlier stage removed anything from the shard."""
+    universe = source.universe(shard, columns)
+    missing = [c for c in columns if c not in universe.table.column_names]
+    if missing:
+        raise StepError(f"shard {shard}: no column(s) {', '.join(missing)} in the documents")
+    table = universe.table.select(columns)
+    return table if universe.alive.all() else table.filter(pa.array(universe.alive))
+
+
 def exact_evidence(dup_of: pa.Array) -> dict[str, Any]:
     """Evidence of exact duplicates: the kept copy (also the group's name) and similarity 1."""
     return {DUP_OF: dup_of, SIMILARITY: pa.array(np.ones(len(dup_of))), DUP_GROUP: dup_of}
@@ -73,6 +86,7 @@ def exact_evidence(dup_of: pa.Array) -> dict[str, Any]:
 class ExactDedupStage(Stage):
     type_name = "exact-dedup"
     steps = ("hash", "select", "filter")
+    params: ExactDedupParams
 
     def _partitions(self, ctx: StepContext) -> int:
         if self.params.partitions:
@@ -85,8 +99,8 @@ class ExactDedupStage(Stage):
         writer = PartitionWriter(ctx, "hash", rank, self._partitions(ctx), HASH_SCHEMA)
         hashed = 0
         for shard in ctx.shards_for(rank, world_size):
-            table = source.read_shard(shard, [ID, TEXT])
-            texts = table.column(TEXT).combine_chunks() if table.num_rows else pa.array([], pa.string())
+            table = alive_rows(source, shard, [ID, TEXT])
+            texts = table.column(TEXT)  # chunked, as read: exact_hashes takes it batch by batch
             hi, lo, hashable = exact_hashes(texts, self.params.normalize)
             rows = pa.table(
                 {
@@ -94,11 +108,12 @@ class ExactDedupStage(Stage):
                     "hash_lo": lo,
                     "key": doc_keys(shard, table.num_rows),
                     "length": pc.utf8_length(texts).cast(pa.int64()),
-                    "id": pc.cast(table.column(ID), pa.string()).combine_chunks()
-                    if table.num_rows else pa.array([], pa.string()),
+                    "id": pc.cast(table.column(ID), pa.string()),
                 },
                 schema=HASH_SCHEMA,
-            ).filter(pa.array(hashable))
+            )
+            if not hashable.all():
+                rows = rows.filter(pa.array(hashable))
             writer.write(rows, (rows.column("hash_lo").to_numpy() % np.uint64(writer.count)).astype(np.int64))
             hashed += table.num_rows
         writer.close()

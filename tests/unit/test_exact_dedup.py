@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import string
+import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -13,6 +18,7 @@ from curation.dataset import RankMarker
 from curation.executor import run_rank
 from curation.layout import RunLayout
 from curation.plan import plan_steps
+from curation.stages import exact_math
 from curation.stages.exact_dedup import choose_keepers
 from curation.stages.exact_math import normalize_for_hash, text_hashes
 from tests.helpers import make_spec, output_rows, run_all, write_docs
@@ -143,3 +149,103 @@ def test_rerunning_ranks_and_recovering_from_a_kill_give_identical_files(tmp_pat
         for rank in range(step.world_size):
             run_rank(spec, step.id, rank, step.world_size)
     assert contents() == before
+
+
+# ---- the fast hashing path (issue 9): same texts, same hashes, whatever the column's shape ------
+
+def _reference(texts: pa.Array, mode: str) -> pa.Array:
+    """The definition, with Arrow's regular expressions (slow, obviously right)."""
+    if mode == "none":
+        return texts
+    if mode in ("full", "strip-punctuation"):
+        texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+    if mode == "strip-punctuation":
+        texts = pc.replace_substring_regex(texts, r"[\p{P}\p{S}]+", "")
+    return pc.utf8_trim(pc.replace_substring_regex(texts, r"[\s\x0b\p{Z}]+", " "), " ")
+
+
+def _mixed_texts(seed: int, count: int, unicode_share: float) -> list[str]:
+    rng = random.Random(seed)
+    ascii_parts = ["Hello", "WORLD", "a+b", "x = 1;", " ", "  ", "\n", "\n\n", "\t", "\r\n", "\x0b", "\x0c", "\x00", ".", ",!?"]
+    others = ["café", "Ａ", "ﬁ", "…", "\u00a0", "\u3000", "\u2028", "e\u0301", "\u1100\u1161", "한국", "中文，", "😀",
+              "İ", "Σ", "ß", "\u09c7\u09be", "\u0301", "’", "“", "—", "\u212b", "\U0001d400", "\u0378"]
+    out = []
+    for _ in range(count):
+        words = [rng.choice(ascii_parts) for _ in range(rng.randint(0, 30))]
+        if rng.random() < unicode_share:
+            words.insert(rng.randint(0, len(words)), rng.choice(others))
+        out.append("".join(words) if rng.random() < 0.5 else " ".join(words))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["none", "whitespace", "full", "strip-punctuation"])
+def test_fast_hashes_equal_the_definition_for_every_column_shape(mode: str) -> None:
+    texts = _mixed_texts(1, 1500, 0.05) + _mixed_texts(2, 500, 0.9) + ["", " ", "\n\t", "ABC"]
+    ref_hi, ref_lo = text_hashes(_reference(pa.array(texts), mode))
+    ref_hashable = pc.binary_length(_reference(pa.array(texts), mode)).to_numpy() > 0
+    shapes = {
+        "one array": pa.array(texts, pa.string()),
+        "large_string": pa.array(texts, pa.large_string()),
+        "tiny chunks": pa.chunked_array([pa.array(texts[i : i + 7]) for i in range(0, len(texts), 7)]),
+        "sliced": pa.array(["pad"] * 5 + texts + ["pad"]).slice(5, len(texts)),
+        "uneven chunks": pa.chunked_array([pa.array(texts[:3]), pa.array(texts[3:1700]), pa.array([], pa.string()),
+                                           pa.array(texts[1700:])]),
+    }
+    for name, column in shapes.items():
+        for batch_bytes in (exact_math.BATCH_BYTES, 3000, 1):
+            hi, lo, hashable = exact_math.exact_hashes(column, mode, batch_bytes=batch_bytes)
+            assert np.array_equal(hi, ref_hi) and np.array_equal(lo, ref_lo), (name, batch_bytes)
+            assert np.array_equal(hashable, ref_hashable), (name, batch_bytes)
+    assert normalize_for_hash(shapes["tiny chunks"], mode).to_pylist() == _reference(pa.array(texts), mode).to_pylist()
+
+
+def test_nfkc_is_skipped_only_where_it_cannot_change_the_text() -> None:
+    def needs(texts: list[str]) -> list[bool]:
+        values, offsets = exact_math._buffers(pa.array(texts, pa.string()))
+        return exact_math._needs_nfkc(values, offsets).tolist()
+
+    # inert: accented letters as one character, curly quotes, dashes, Hangul syllables, CJK
+    assert needs(["plain", "café", "“quoted” — ’", "한국어", "中文。", "ÀÉÎ"]) == [False] * 6
+    # NFKC changes these, or may with the character before: compatibility forms, a decomposed
+    # accent, Hangul jamo, a Bengali vowel sign pair, no-break space, ellipsis, unassigned
+    assert needs(["ﬁ", "Ａ", "e\u0301", "\u1100\u1161", "\u09c7\u09be", "a\u00a0b", "…", "\u0378"]) == [True] * 8
+    # Every code point between letters, and every canonically decomposable character in NFD: a
+    # text NFKC would change is never skipped.
+    texts = ["a" + chr(c) + "b" for c in range(0x80, 0x110000) if not 0xD800 <= c < 0xE000]
+    texts += [unicodedata.normalize("NFD", chr(c)) for c in range(0x30000) if unicodedata.decomposition(chr(c))]
+    arr = pa.array(texts, pa.string())
+    values, offsets = exact_math._buffers(arr)
+    skipped = ~exact_math._needs_nfkc(values, offsets)
+    unchanged = pc.equal(pc.utf8_normalize(arr, "NFKC"), arr).to_numpy(zero_copy_only=False)
+    assert not (skipped & ~unchanged).any()
+    assert skipped.sum() > 100_000  # and most assigned characters are skipped
+
+
+def test_a_later_exact_stage_sees_only_the_survivors_of_an_earlier_one(tmp_path: Path) -> None:
+    """Shards with removed rows: keys are positions among the alive documents, the survivor the
+    first alive copy."""
+    base = ["Hello world.", "hello world", "HELLO, world!", "Hello world.", "x", "x", "  x  ", "", " ", "a b", "a  b"]
+    texts = [t + (" tail" if i % 17 == 0 else "") for i, t in enumerate(base * 5)]
+    shards = 3
+    inp = write_docs(tmp_path / "in", texts, shards=shards)
+    stages = [{"type": "exact-dedup", "name": "raw", "params": {"normalize": "none"}},
+              {"type": "exact-dedup", "name": "prose", "params": {"normalize": "strip-punctuation"}}]
+    run_all(make_spec(inp, tmp_path / "out", stages, parallelism=2))
+
+    def prose(text: str) -> str:
+        return " ".join("".join(c for c in text.lower() if c not in string.punctuation).split())
+
+    def removals(docs: list[int], key: Callable[[str], str]) -> dict[int, int]:
+        groups: dict[str, list[int]] = {}
+        for i in sorted(docs, key=lambda i: (i % shards, i // shards)):  # shard, then row
+            if key(texts[i]):
+                groups.setdefault(key(texts[i]), []).append(i)
+        return {j: g[0] for g in groups.values() for j in g[1:]}
+
+    raw = removals(list(range(len(texts))), lambda t: t)
+    later = removals([i for i in range(len(texts)) if i not in raw], prose)
+    expected = {f"d{j:05d}": ("raw", f"d{k:05d}") for j, k in raw.items()}
+    expected |= {f"d{j:05d}": ("prose", f"d{k:05d}") for j, k in later.items()}
+    rejected = {r["doc_id"]: (r["stage"], r["dup_of"]) for r in output_rows(tmp_path / "out", "rejected")}
+    assert rejected == expected
+    assert later  # the second stage did remove something among the survivors
