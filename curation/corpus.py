@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation import storage
-from curation.dataset import ID, READ_BUFFER, READS, TEXT, Location, read_table
+from curation.dataset import ID, READ_BUFFER, READS, TEXT, Location, column_bytes, parquet_errors, read_table
 from curation.errors import InputDataError, StepError
 
 ROW = "_row"  # row of a document in its shard's universe
@@ -90,22 +90,14 @@ def _read_row_groups(file: dict[str, Any], entry: dict[str, Any], columns: list[
             "or its modification time); this run reads the input in place (input.readInPlace): restore "
             "the file, or rerun with --restart")
     first, end = (int(g) for g in entry["row_groups"])
-    try:
-        with loc.fs.open_input_file(loc.path) as f:
-            pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
-            table = pf.read_row_groups(list(range(first, end)), columns=columns)
-            READS.objects += 1
-            meta = pf.metadata
-            wanted = set(columns)
-            READS.bytes += sum(int(meta.row_group(g).column(c).total_compressed_size) for g in range(first, end)
-                               for c in range(meta.num_columns)
-                               if meta.row_group(g).column(c).path_in_schema.split(".", 1)[0] in wanted)
-            return table
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
-        if storage.is_object_store(loc.fs) and not isinstance(err, pa.ArrowInvalid):
-            raise storage.StorageError(storage.describe(err, loc.path)) from None
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputDataError(f"{file['path']}: not a readable Parquet file ({msg})") from None
+    groups = list(range(first, end))
+    with (parquet_errors(loc, file["path"], hint="", missing_is_step_error=False),
+          loc.fs.open_input_file(loc.path) as f):
+        pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
+        table = pf.read_row_groups(groups, columns=columns)
+        READS.objects += 1
+        READS.bytes += column_bytes(pf.metadata, groups, columns)
+        return table
 
 
 def _canonical_text(column: pa.ChunkedArray, clean: bool) -> pa.ChunkedArray | pa.Array:

@@ -197,55 +197,55 @@ READS = ReadCounter()
 READ_BUFFER = 8 << 20  # read-ahead per column stream: large ranges, few requests on an object store
 
 
+def column_bytes(meta: pq.FileMetaData, row_groups: Iterable[int] | None = None,
+                 columns: Iterable[str] | None = None) -> int:
+    """Compressed bytes of the column chunks a read fetches (`ReadCounter.bytes`): the given row
+    groups (None: all) and top-level columns (None: all)."""
+    wanted = None if columns is None else set(columns)
+    groups = range(meta.num_row_groups) if row_groups is None else row_groups
+    return sum(int(rg.column(c).total_compressed_size) for rg in (meta.row_group(g) for g in groups)
+               for c in range(rg.num_columns)
+               if wanted is None or rg.column(c).path_in_schema.split(".", 1)[0] in wanted)
+
+
+@contextlib.contextmanager
+def parquet_errors(loc: Location, name: str | None = None, hint: str = "; replace or remove it and rerun",
+                   missing_is_step_error: bool = True) -> Iterator[None]:
+    """A failed Parquet read as one error naming the file (`name`, default its path): a missing
+    intermediate is a StepError (the step before did not finish), a store's refusal a
+    StorageError, anything else an unreadable file (InputDataError)."""
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        if missing_is_step_error and isinstance(err, FileNotFoundError):
+            raise StepError(f"{loc.path}: missing (did the previous step finish?)") from None
+        if storage.is_object_store(loc.fs) and not isinstance(err, pa.ArrowInvalid):
+            raise storage.StorageError(storage.describe(err, loc.path)) from None
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputDataError(f"{name or loc.path}: not a readable Parquet file ({msg}){hint}") from None
+
+
 def read_table(loc: Location, columns: list[str] | None = None) -> pa.Table:
     """Read a Parquet file; corrupt or truncated files raise InputDataError naming the file.
 
     The footer is read with one ranged request; the column chunks wanted are fetched in coalesced
     ranges (`pre_buffer`), never the whole object to get at its footer."""
-    try:
-        with loc.fs.open_input_file(loc.path) as f:
-            pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
-            table = pf.read(columns=columns)
-            READS.objects += 1
-            meta = pf.metadata
-            wanted = None if columns is None else set(columns)
-            for g in range(meta.num_row_groups):
-                rg = meta.row_group(g)
-                for c in range(rg.num_columns):
-                    col = rg.column(c)
-                    if wanted is None or col.path_in_schema.split(".", 1)[0] in wanted:
-                        READS.bytes += int(col.total_compressed_size)
-            return table
-    except FileNotFoundError:
-        raise StepError(f"{loc.path}: missing (did the previous step finish?)") from None
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
-        if storage.is_object_store(loc.fs) and not isinstance(err, pa.ArrowInvalid):
-            raise storage.StorageError(storage.describe(err, loc.path)) from None
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputDataError(
-            f"{loc.path}: not a readable Parquet file ({msg}); replace or remove it and rerun"
-        ) from None
+    with parquet_errors(loc), loc.fs.open_input_file(loc.path) as f:
+        pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
+        table = pf.read(columns=columns)
+        READS.objects += 1
+        READS.bytes += column_bytes(pf.metadata, None, columns)
+        return table
 
 
 def iter_row_groups(loc: Location, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """A Parquet file one row group at a time: memory bounded by the writer's row-group size."""
-    try:
-        with loc.fs.open_input_file(loc.path) as f:
-            pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
-            READS.objects += 1
-            wanted = None if columns is None else set(columns)
-            for g in range(pf.metadata.num_row_groups):
-                rg = pf.metadata.row_group(g)
-                READS.bytes += sum(int(rg.column(c).total_compressed_size) for c in range(rg.num_columns)
-                                   if wanted is None or rg.column(c).path_in_schema.split(".", 1)[0] in wanted)
-                yield pf.read_row_group(g, columns=columns)
-    except FileNotFoundError:
-        raise StepError(f"{loc.path}: missing (did the previous step finish?)") from None
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
-        if storage.is_object_store(loc.fs) and not isinstance(err, pa.ArrowInvalid):
-            raise storage.StorageError(storage.describe(err, loc.path)) from None
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputDataError(f"{loc.path}: not a readable Parquet file ({msg}); replace or remove it and rerun") from None
+    with parquet_errors(loc), loc.fs.open_input_file(loc.path) as f:
+        pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
+        READS.objects += 1
+        for g in range(pf.metadata.num_row_groups):
+            READS.bytes += column_bytes(pf.metadata, [g], columns)
+            yield pf.read_row_group(g, columns=columns)
 
 
 def parquet_schema(loc: Location) -> pa.Schema:

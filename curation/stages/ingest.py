@@ -40,7 +40,7 @@ from curation.corpus import (
     partition_count,
     text_lengths,
 )
-from curation.dataset import ID, READ_BUFFER, READS, TEXT, Location, commit_staged, staging_path
+from curation.dataset import ID, READ_BUFFER, READS, TEXT, Location, column_bytes, commit_staged, staging_path
 from curation.errors import InputDataError, SpecError
 from curation.layout import RunLayout
 from curation.spec import InputSpec, PipelineSpec
@@ -162,9 +162,7 @@ def input_batches(spec: PipelineSpec, f: Location) -> Iterator[pa.Table]:
                 yield pa.Table.from_batches([batch])
         except (pa.ArrowInvalid, OSError) as err:
             raise _unreadable(f, err) from None
-        meta = pf.metadata
-        READS.bytes += sum(meta.row_group(g).column(c).total_compressed_size
-                           for g in range(meta.num_row_groups) for c in range(meta.num_columns))
+        READS.bytes += column_bytes(pf.metadata)
     else:
         READS.objects += 1
         READS.bytes += f.fs.get_file_info(f.path).size or 0
@@ -491,9 +489,7 @@ class IngestStage(Stage):
                             first, bad = g + 1, 0
                 except (pa.ArrowInvalid, OSError) as err:
                     raise _unreadable(f, err) from None
-                meta = pf.metadata
-                READS.bytes += sum(meta.row_group(g).column(c).total_compressed_size
-                                   for g in range(meta.num_row_groups) for c in range(meta.num_columns))
+                READS.bytes += column_bytes(pf.metadata)
                 if file_identity(f) != identity:
                     raise InputDataError(f"{f.path}: changed while ingest read it; rerun when the input is final")
             stats.bytes_out = stats.bytes_in
