@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -64,23 +63,9 @@ MODES = ("full", "strip-punctuation", "whitespace", "none")
 
 def old_modules(commit: str = BASE_COMMIT) -> types.ModuleType:
     """`curation.stages.exact_dedup` as of `commit`, with its own copy of `exact_math`."""
+    from old_code import stage_at
 
-    def load(name: str, path: str, replace: tuple[str, str] | None = None) -> types.ModuleType:
-        source = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True, capture_output=True, text=True
-        ).stdout
-        if replace:
-            source = source.replace(*replace)
-        spec = importlib.util.spec_from_loader(name, loader=None)
-        assert spec is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
-        return module
-
-    load("_old_exact_math", "curation/stages/exact_math.py")
-    return load("_old_exact_dedup", "curation/stages/exact_dedup.py",
-                ("from curation.stages.exact_math import", "from _old_exact_math import"))
+    return stage_at(commit, "exact_dedup", "exact_math")
 
 
 # ---- setup: corpus, spec, ingest ------------------------------------------------------------------

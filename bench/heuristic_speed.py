@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -57,26 +56,9 @@ SAMPLE = ROOT / "examples" / "data" / "sample"
 
 def old_modules(commit: str = BASE_COMMIT) -> types.ModuleType:
     """`curation.stages.heuristic` as of `commit`, with its own copy of `heuristic_rules`."""
+    from old_code import stage_at
 
-    def load(name: str, path: str, replace: tuple[str, str] | None = None) -> types.ModuleType:
-        source = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True, capture_output=True, text=True
-        ).stdout
-        if replace:
-            source = source.replace(*replace)
-        spec = importlib.util.spec_from_loader(name, loader=None)
-        assert spec is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the class is built
-        exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
-        return module
-
-    load("_old_heuristic_rules", "curation/stages/heuristic_rules.py")
-    return load(
-        "_old_heuristic",
-        "curation/stages/heuristic.py",
-        ("from curation.stages.heuristic_rules import", "from _old_heuristic_rules import"),
-    )
+    return stage_at(commit, "heuristic", "heuristic_rules")
 
 
 def megabytes(texts: pa.Array) -> float:

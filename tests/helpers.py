@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.dataset import ShardedDataset
@@ -71,3 +72,15 @@ def run_all(spec: PipelineSpec) -> dict[str, Any]:
 
 def output_rows(output_dir: Path | str, sub: str = "data") -> list[dict[str, Any]]:
     return ShardedDataset.at(str(Path(output_dir) / sub)).read_all().to_pylist()
+
+
+def reference_normalize(texts: pa.Array, mode: str) -> pa.Array:
+    """Exact dedup's normalisation by its definition, with Arrow's regular expressions (slow,
+    obviously right): what the fast kernels of `curation.stages.exact_math` must match."""
+    if mode == "none":
+        return texts
+    if mode in ("full", "strip-punctuation"):
+        texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+    if mode == "strip-punctuation":
+        texts = pc.replace_substring_regex(texts, r"[\p{P}\p{S}]+", "")
+    return pc.utf8_trim(pc.replace_substring_regex(texts, r"[\s\x0b\p{Z}]+", " "), " ")

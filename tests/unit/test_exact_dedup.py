@@ -21,7 +21,7 @@ from curation.plan import plan_steps
 from curation.stages import exact_math
 from curation.stages.exact_dedup import choose_keepers
 from curation.stages.exact_math import normalize_for_hash, text_hashes
-from tests.helpers import make_spec, output_rows, run_all, write_docs
+from tests.helpers import make_spec, output_rows, reference_normalize, run_all, write_docs
 
 VARIANTS = [
     "Hello world. This is a test.",
@@ -153,17 +153,6 @@ def test_rerunning_ranks_and_recovering_from_a_kill_give_identical_files(tmp_pat
 
 # ---- the fast hashing path (issue 9): same texts, same hashes, whatever the column's shape ------
 
-def _reference(texts: pa.Array, mode: str) -> pa.Array:
-    """The definition, with Arrow's regular expressions (slow, obviously right)."""
-    if mode == "none":
-        return texts
-    if mode in ("full", "strip-punctuation"):
-        texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
-    if mode == "strip-punctuation":
-        texts = pc.replace_substring_regex(texts, r"[\p{P}\p{S}]+", "")
-    return pc.utf8_trim(pc.replace_substring_regex(texts, r"[\s\x0b\p{Z}]+", " "), " ")
-
-
 def _mixed_texts(seed: int, count: int, unicode_share: float) -> list[str]:
     rng = random.Random(seed)
     ascii_parts = ["Hello", "WORLD", "a+b", "x = 1;", " ", "  ", "\n", "\n\n", "\t", "\r\n", "\x0b", "\x0c", "\x00", ".", ",!?"]
@@ -181,8 +170,8 @@ def _mixed_texts(seed: int, count: int, unicode_share: float) -> list[str]:
 @pytest.mark.parametrize("mode", ["none", "whitespace", "full", "strip-punctuation"])
 def test_fast_hashes_equal_the_definition_for_every_column_shape(mode: str) -> None:
     texts = _mixed_texts(1, 1500, 0.05) + _mixed_texts(2, 500, 0.9) + ["", " ", "\n\t", "ABC"]
-    ref_hi, ref_lo = text_hashes(_reference(pa.array(texts), mode))
-    ref_hashable = pc.binary_length(_reference(pa.array(texts), mode)).to_numpy() > 0
+    ref_hi, ref_lo = text_hashes(reference_normalize(pa.array(texts), mode))
+    ref_hashable = pc.binary_length(reference_normalize(pa.array(texts), mode)).to_numpy() > 0
     shapes = {
         "one array": pa.array(texts, pa.string()),
         "large_string": pa.array(texts, pa.large_string()),
@@ -196,7 +185,7 @@ def test_fast_hashes_equal_the_definition_for_every_column_shape(mode: str) -> N
             hi, lo, hashable = exact_math.exact_hashes(column, mode, batch_bytes=batch_bytes)
             assert np.array_equal(hi, ref_hi) and np.array_equal(lo, ref_lo), (name, batch_bytes)
             assert np.array_equal(hashable, ref_hashable), (name, batch_bytes)
-    assert normalize_for_hash(shapes["tiny chunks"], mode).to_pylist() == _reference(pa.array(texts), mode).to_pylist()
+    assert normalize_for_hash(shapes["tiny chunks"], mode).to_pylist() == reference_normalize(pa.array(texts), mode).to_pylist()
 
 
 def test_nfkc_is_skipped_only_where_it_cannot_change_the_text() -> None:

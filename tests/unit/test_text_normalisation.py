@@ -26,6 +26,7 @@ import pytest
 from curation.params.dedup import ExactDedupParams, MinHashParams
 from curation.stages import exact_math as em
 from curation.stages import minhash_math as mm
+from tests.helpers import reference_normalize
 
 SAMPLE = sorted((Path(__file__).resolve().parents[2] / "examples/data/sample").glob("*.parquet"))
 
@@ -118,17 +119,6 @@ def test_nfc_and_nfd_spellings_are_exact_duplicates() -> None:
     assert duplicate_groups([nfc, nfd], "whitespace") == []  # only whitespace is normalised there
 
 
-def _reference_normalize(texts: pa.Array, mode: str) -> pa.Array:
-    """The definition, with Arrow's regular expressions (slow, obviously right)."""
-    if mode == "none":
-        return texts
-    if mode in ("full", "strip-punctuation"):
-        texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
-    if mode == "strip-punctuation":
-        texts = pc.replace_substring_regex(texts, r"[\p{P}\p{S}]+", "")
-    return pc.utf8_trim(pc.replace_substring_regex(texts, r"[\s\x0b\p{Z}]+", " "), " ")
-
-
 def _random_texts(seed: int, count: int = 3000) -> list[str]:
     rng = random.Random(seed)
     alphabet = list("aAzZ09 .,;+-=(){}\t\n\r\x0b\x0c") + [
@@ -142,9 +132,9 @@ def _random_texts(seed: int, count: int = 3000) -> list[str]:
 def test_fast_exact_normalisation_equals_the_regex_definition(mode: str) -> None:
     texts = _random_texts(1) + sample_texts()[:500] + [ZH, JA, FR, " ".join(KO), "", " " * 300 + "x" + " " * 300]
     arr = pa.array(texts, pa.string())
-    assert em.normalize_for_hash(arr, mode).to_pylist() == _reference_normalize(arr, mode).to_pylist()
+    assert em.normalize_for_hash(arr, mode).to_pylist() == reference_normalize(arr, mode).to_pylist()
     hi, lo, hashable = em.exact_hashes(arr, mode, batch_bytes=2000)  # many small batches
-    ref = _reference_normalize(arr, mode)
+    ref = reference_normalize(arr, mode)
     ref_hi, ref_lo = em.text_hashes(ref)
     assert np.array_equal(hi, ref_hi) and np.array_equal(lo, ref_lo)
     assert np.array_equal(hashable, pc.binary_length(ref).to_numpy() > 0)
