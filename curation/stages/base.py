@@ -78,11 +78,17 @@ class PartitionWriter:
     """One rank's rows split by partition: at most one file per partition, committed on close.
 
     Rows are buffered up to `budget` bytes and flushed as row groups, so memory is bounded and
-    the number of files is (ranks x partitions), never (shards x partitions)."""
+    the number of files is (ranks x partitions), never (shards x partitions). A flush writes and
+    frees one partition at a time, and a row group holds at most ROW_GROUP_BYTES, so a reader that
+    streams the file (`iter_row_groups`) holds a bounded batch whatever the file's size."""
+
+    BUDGET = 24 << 20
+    ROW_GROUP_BYTES = 8 << 20
 
     def __init__(self, ctx: StepContext, step: str, rank: int, count: int, schema: pa.Schema,
-                 budget: int = 64 << 20, compression_level: int | None = None) -> None:
-        self.ctx, self.step, self.rank, self.count, self.schema, self.budget = ctx, step, rank, count, schema, budget
+                 budget: int | None = None, compression_level: int | None = None) -> None:
+        self.ctx, self.step, self.rank, self.count, self.schema = ctx, step, rank, count, schema
+        self.budget = self.BUDGET if budget is None else budget
         self.compression_level = compression_level  # zstd's level (None: its default, 1)
         self.buffers: dict[int, list[pa.Table]] = {}
         self.buffered = 0
@@ -95,15 +101,18 @@ class PartitionWriter:
         # One take of the whole table, then zero-copy slices: a take per partition would cost
         # the table's size per partition (pyarrow combines a chunked column's chunks to take).
         grouped = table.take(pa.array(order, pa.int64()))
+        del table, order
         for p in np.flatnonzero(np.diff(bounds)).tolist():
             part = grouped.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p]))
             self.buffers.setdefault(p, []).append(part)
             self.buffered += part.nbytes
+        del grouped
         if self.buffered >= self.budget:
             self.flush()
 
     def flush(self) -> None:
-        for p, parts in self.buffers.items():
+        for p in sorted(self.buffers):
+            parts = self.buffers.pop(p)
             if p not in self.writers:
                 final = self.ctx.partition_file(self.step, p, self.rank)
                 staged = staging_path(final)
@@ -113,8 +122,11 @@ class PartitionWriter:
                 self.writers[p] = (pq.ParquetWriter(sink, self.schema, compression="zstd", use_dictionary=False,
                                                     compression_level=self.compression_level), staged)
                 self.sinks[p] = sink
-            self.writers[p][0].write_table(pa.concat_tables(parts).cast(self.schema))
-        self.buffers.clear()
+            table = pa.concat_tables(parts).cast(self.schema)
+            del parts
+            per_row = max(1, table.nbytes // max(1, table.num_rows))
+            self.writers[p][0].write_table(table, row_group_size=max(1024, self.ROW_GROUP_BYTES // per_row))
+            del table
         self.buffered = 0
 
     def close(self) -> int:

@@ -287,6 +287,7 @@ class CurriculumStage(Stage):
             picked = in_sample(rows.column("tiebreak").to_numpy(), rate)
             sample.write(rows.filter(pa.array(picked)), zero[picked])
             docs += rows.num_rows
+            del table, signal, ids, rows  # before the next shard is read: one shard in memory at a time
         scores.close()
         sample.close()
         stats = StageStats()

@@ -116,6 +116,7 @@ class ExactDedupStage(Stage):
                 rows = rows.filter(pa.array(hashable))
             writer.write(rows, (rows.column("hash_lo").to_numpy() % np.uint64(writer.count)).astype(np.int64))
             hashed += table.num_rows
+            del table, texts, rows  # before the next shard is read: one shard in memory at a time
         writer.close()
         # The hash step reports no document counts: only the filter step does.
         stats = StageStats()
@@ -135,6 +136,7 @@ class ExactDedupStage(Stage):
             removed_keys.append(cols["key"][removed])
             removed_dup_of.append(table.column("id").take(pa.array(keeper, pa.int64())).combine_chunks())
             sizes.append(group_sizes)
+            del table, cols, removed, keeper  # before the next partition is read: one in memory at a time
         keys = np.concatenate(removed_keys) if removed_keys else np.zeros(0, np.uint64)
         dup_of = pa.concat_arrays(removed_dup_of) if removed_dup_of else pa.array([], pa.string())
         table = pa.table({"key": pa.array(keys, pa.uint64()), DUP_OF: dup_of}, schema=REMOVALS_SCHEMA)

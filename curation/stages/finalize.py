@@ -230,6 +230,7 @@ class FinalizeStage(Stage):
             stats.docs_in += table.num_rows
             stats.docs_out += kept.num_rows
             stats.bytes_out += int(pc.sum(kept.column(BYTES)).as_py() or 0) if kept.num_rows else 0
+            del uni, table, alive, kept, dropped, rejected, data  # before the next shard is read
         ids.close()
         if pieces is not None:
             pieces.close()
@@ -259,6 +260,9 @@ class FinalizeStage(Stage):
                 layout.data.write_shard(j, part)
                 shards.append(_shard_summary(j, part))
                 stats.docs_out += part.num_rows
+            if len(members):
+                del part  # a slice: it would keep the group's table alive
+            del table, shard_of  # before the next group is read: one group in memory at a time
         ctx.scratch.join("order", f"r{rank:05d}.json").write_json_atomic(shards)
         return stats.to_dict()
 

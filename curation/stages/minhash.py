@@ -292,6 +292,7 @@ class MinHashDedupStage(Stage):
                 write_npy(offsets_loc, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
                 shingles += len(flat_all)
             documents += len(texts)
+            del texts, sigs, sets, sizes  # before the next shard is read: one shard in memory at a time
         writer.close()
         # The signatures step reports no document counts: only the filter step does.
         stats = StageStats()
@@ -319,6 +320,7 @@ class MinHashDedupStage(Stage):
                 schema=EDGE_SCHEMA,
             )
             writer.write(edges, (fmix64(u.copy()) % np.uint64(pairs)).astype(np.int64))
+            del table, band_hash, keys, lengths, member, head, u, edges  # one partition in memory at a time
         writer.close()
         stats = StageStats()
         stats.extra = {"bucket_pairs": candidates}
