@@ -11,7 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(commit: str, name: str, path: str, replace: tuple[str, str] | None = None) -> types.ModuleType:
+def module_at(commit: str, name: str, path: str, replace: tuple[str, str] | None = None) -> types.ModuleType:
+    """The file `path` as of `commit`, loaded as module `name` (`replace`: one textual substitution
+    first, e.g. to point an import at another old module)."""
     source = subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True, capture_output=True, text=True
     ).stdout
@@ -28,6 +30,6 @@ def _load(commit: str, name: str, path: str, replace: tuple[str, str] | None = N
 def stage_at(commit: str, stage: str, helper: str) -> types.ModuleType:
     """`curation.stages.<stage>` as of `commit`, importing its own copy of `curation.stages.<helper>`
     (as `_old_<helper>`) instead of today's."""
-    _load(commit, f"_old_{helper}", f"curation/stages/{helper}.py")
-    return _load(commit, f"_old_{stage}", f"curation/stages/{stage}.py",
+    module_at(commit, f"_old_{helper}", f"curation/stages/{helper}.py")
+    return module_at(commit, f"_old_{stage}", f"curation/stages/{stage}.py",
                  (f"from curation.stages.{helper} import", f"from _old_{helper} import"))

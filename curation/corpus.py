@@ -33,7 +33,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation import storage
-from curation.dataset import ID, READ_BUFFER, READS, TEXT, Location, column_bytes, parquet_errors, read_table
+from curation.dataset import (
+    ID,
+    READ_BUFFER,
+    READS,
+    TEXT,
+    Location,
+    column_bytes,
+    parquet_errors,
+    read_parquet,
+    read_table,
+)
 from curation.errors import InputDataError, StepError
 
 ROW = "_row"  # row of a document in its shard's universe
@@ -73,8 +83,10 @@ DECISION_ROW_GROUP = 1 << 17
 IN_PLACE_SIDE = (ID, BYTES, INGEST_REASON)  # what ingest writes for a shard read in place
 
 
-def _read_row_groups(file: dict[str, Any], entry: dict[str, Any], columns: list[str]) -> pa.Table:
-    """Columns of an in-place shard's row groups, after checking that the file is the one ingest read."""
+def _read_row_groups(file: dict[str, Any], entry: dict[str, Any], columns: list[str],
+                     rows: np.ndarray | None = None) -> pa.Table:
+    """Columns of an in-place shard's row groups, after checking that the file is the one ingest read;
+    `rows`: a bool per row of the shard, only those rows are returned (None: all)."""
     loc = Location.of(str(file.get("uri") or file["path"]))
     try:
         info = loc.fs.get_file_info(loc.path)
@@ -94,7 +106,14 @@ def _read_row_groups(file: dict[str, Any], entry: dict[str, Any], columns: list[
     with (parquet_errors(loc, file["path"], hint="", missing_is_step_error=False),
           loc.fs.open_input_file(loc.path) as f):
         pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
-        table = pf.read_row_groups(groups, columns=columns)
+        meta = pf.metadata
+        if rows is not None and all(0 <= g < meta.num_row_groups for g in groups):  # else Arrow's error
+            held = sum(meta.row_group(g).num_rows for g in groups)
+            if held != len(rows):
+                raise InputDataError(f"{file['path']}: row groups {entry['row_groups']} hold {held} rows, ingest "
+                                     f"read {entry['rows']}; the input changed: restore it or rerun with --restart")
+        # pf.read_row_groups(groups, columns), in small batches (dataset.read_parquet)
+        table = read_parquet(pf, groups, columns, rows)
         READS.objects += 1
         READS.bytes += column_bytes(pf.metadata, groups, columns)
         return table
@@ -162,13 +181,18 @@ class Corpus:
             return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded)))
         return pq.read_schema(self.shard_loc(0).path, filesystem=self.loc.fs)
 
-    def read(self, shard: int, columns: list[str] | None = None) -> pa.Table:
+    def read(self, shard: int, columns: list[str] | None = None, rows: np.ndarray | None = None) -> pa.Table:
+        """`columns` (None: all) of a canonical shard; `rows`: a bool per row of the shard, only
+        those rows are returned (None: all), as `.filter(rows)` would, without a copy of every row."""
         entry = self.index["shards"][shard]
+        if rows is not None and len(rows) != int(entry["rows"]):
+            raise ValueError(f"shard {shard}: {len(rows)} row flags for {entry['rows']} rows")
         if "row_groups" not in entry:  # a copy: the canonical shard holds every column
-            return read_table(self.shard_loc(shard), columns)
-        return self._read_in_place(shard, entry, columns)
+            return read_table(self.shard_loc(shard), columns, rows)
+        return self._read_in_place(shard, entry, columns, rows)
 
-    def _read_in_place(self, shard: int, entry: dict[str, Any], columns: list[str] | None) -> pa.Table:
+    def _read_in_place(self, shard: int, entry: dict[str, Any], columns: list[str] | None,
+                       rows: np.ndarray | None = None) -> pa.Table:
         """An in-place shard: ids, sizes and ingest's rejects from its own file, every other column
         from the row groups of the input file (unchanged since ingest: size and modification time)."""
         names = self.schema().names
@@ -184,14 +208,14 @@ class Corpus:
         user = [text_field if c == TEXT else c for c in wanted if c not in IN_PLACE_SIDE and c not in derived]
         out: dict[str, pa.ChunkedArray | pa.Array] = {}
         if side_cols or not user:
-            side = read_table(self.shard_loc(shard), side_cols or [ID])
+            side = read_table(self.shard_loc(shard), side_cols or [ID], rows)
             out.update({c: side.column(c) for c in side_cols})
-        rows = int(entry["rows"])
+        count = int(entry["rows"]) if rows is None else int(np.count_nonzero(rows))
         if user:
-            read = _read_row_groups(file, entry, user)
-            if read.num_rows != rows:
+            read = _read_row_groups(file, entry, user, rows)
+            if rows is None and read.num_rows != count:
                 raise InputDataError(f"{file['path']}: row groups {entry['row_groups']} hold {read.num_rows} rows, "
-                                     f"ingest read {rows}; the input changed: restore it or rerun with --restart")
+                                     f"ingest read {count}; the input changed: restore it or rerun with --restart")
             for c in wanted:
                 if c == TEXT:
                     out[c] = _canonical_text(read.column(text_field), bool(entry.get("clean")))
@@ -200,7 +224,7 @@ class Corpus:
                     out[c] = col.cast(pa.string()) if pa.types.is_large_string(col.type) else col
         for c, value in derived.items():
             if c in wanted:
-                out[c] = pa.array([value] * rows, pa.string())
+                out[c] = pa.array([value] * count, pa.string())
         schema = self.schema()
         return pa.table({c: out[c] for c in wanted}, schema=pa.schema([schema.field(c) for c in wanted]))
 
@@ -293,11 +317,24 @@ class CorpusView:
 
     def universe(self, shard: int, columns: Iterable[str] | None = None) -> Universe:
         """All rows of a shard with their fate; `columns` limits what is read (None: everything)."""
+        return self._universe(shard, columns, alive_only=False)
+
+    def _universe(self, shard: int, columns: Iterable[str] | None, alive_only: bool) -> Universe:
+        """`universe`; with `alive_only` its table holds the alive rows alone (`table.filter(alive)`),
+        and the canonical columns asked for (the text, ...) are read after the decisions, for the
+        canonical rows still alive only: no copy of the whole text to drop the removed rows."""
         wanted = None if columns is None else set(columns)
-        canon_names = self.corpus.schema().names
+        canon_schema = self.corpus.schema()
+        canon_names = canon_schema.names
         base_cols = [c for c in canon_names if c in (BYTES, INGEST_REASON) or wanted is None or c in wanted]
-        base = self.corpus.read(shard, base_cols)
-        n = base.num_rows
+        late = [c for c in base_cols if c not in (BYTES, INGEST_REASON)] if alive_only else []
+        base = self.corpus.read(shard, [c for c in base_cols if c not in late] if late else base_cols)
+        n = base.num_rows if base.num_columns else self.corpus.shard_rows(shard)
+        if late:  # stand-ins (nulls) where the late columns go; they are read at the end
+            fields = [base.schema.field(c) if c in base.column_names else canon_schema.field(c) for c in base_cols]
+            base = pa.table([base.column(c) if c in base.column_names else pa.nulls(n, f.type)
+                             for c, f in zip(base_cols, fields, strict=True)],
+                            schema=pa.schema(fields, base.schema.metadata))
         reason0 = base.column(INGEST_REASON) if INGEST_REASON in base.column_names else pa.nulls(n, pa.string())
         parts = [base.drop_columns([c for c in (INGEST_REASON,) if c in base.column_names])]
         parts[0] = parts[0].add_column(0, ROW, pa.array(np.arange(n, dtype=np.int64)))
@@ -355,12 +392,38 @@ class CorpusView:
             else:
                 table = table.append_column(c, merged)
         reason_full = pc.coalesce(*[scatter(r, rows, size) for rows, r in reversed(reasons)])
+        if alive_only:
+            # Nothing removed yet (a first stage, or none of the shard's rows): the table as is, no copy.
+            table = table if alive.all() else table.filter(pa.array(alive))
+            if late:
+                table = self._late_columns(shard, table, late, alive[:n], set(by_column))
         return Universe(table, alive, rejected_at, reason_full, names)
+
+    def _late_columns(self, shard: int, table: pa.Table, late: list[str], canon_alive: np.ndarray,
+                      annotated: set[str]) -> pa.Table:
+        """The alive rows' table with the stand-ins of `late` replaced: the alive canonical rows read
+        now (under an annotation of the same name, e.g. a modifier's text, as the fallback), then the
+        synthetic rows' values."""
+        k = int(np.count_nonzero(canon_alive))
+        canon = self.corpus.read(shard, late, rows=canon_alive)
+        for c in late:
+            i = table.column_names.index(c)
+            col, head = table.column(c), canon.column(c)
+            field = canon.schema.field(c)
+            if c in annotated or head.type != col.type:
+                field = table.schema.field(i)
+                head = head.cast(col.type)
+                if c in annotated:
+                    head = pc.coalesce(col.slice(0, k).combine_chunks(), head.combine_chunks())
+            chunks = [*(head.chunks if isinstance(head, pa.ChunkedArray) else [head]),
+                      *(x for x in col.slice(k).chunks if len(x))]
+            value = pa.chunked_array([x for x in chunks if len(x)] or chunks[:1], field.type)
+            table = table.set_column(i, field, value)
+        return table
 
     def read_shard(self, shard: int, columns: list[str] | None = None) -> pa.Table:
         """Alive rows of a shard, in a stable order, with `_row`, `_bytes` and `columns` (None: all)."""
-        uni = self.universe(shard, columns)
-        table = uni.table.filter(pa.array(uni.alive))
+        table = self._universe(shard, columns, alive_only=True).table
         if columns is not None:
             keep = [ROW, BYTES, *[c for c in columns if c not in (ROW, BYTES)]]
             missing = [c for c in keep if c not in table.column_names]
