@@ -4,7 +4,9 @@
     python bench/heuristic_speed.py --mb 10 --rounds 3
 
 "old" is `curation/stages/heuristic.py` and `heuristic_rules.py` as of BASE_COMMIT (read with
-`git show`, loaded as separate modules); "new" is the working tree; "new-default-malloc" is the
+`git show`, loaded as separate modules); "previous" the same as of PREVIOUS_COMMIT (the filter
+before the word-id and word-split work of issue 23: Arrow's split and dictionary encoding of
+the words); "new" is the working tree; "new-default-malloc" is the
 working tree with `retain_freed_memory` turned off, to tell the code's gain from the allocator's.
 Each timing runs `evaluate_column(texts, HeuristicFilterParams())` in a fresh subprocess (the
 allocator setting is process-wide, so variants must not share a process), after a warm-up on 2000
@@ -14,7 +16,9 @@ system time, one core); user-only MB/s is reported too. Per corpus: the median o
 and the median of the per-round ratios.
 
 Corpora: the bundled sample (examples/data/sample, real web-like text, repeated to about --mb MB)
-and the synthetic corpus of bench/scale_corpus.py (documents 0.. until about --mb MB).
+and the synthetic corpus of bench/scale_corpus.py (documents 0.. until about --mb MB); with
+`--scale-corpus DIR`, also the first --mb MB of a corpus written by `bench/scale.py generate`
+(the documents as the pipeline reads them, planted duplicates and junk included).
 
 Before timing, the decisions are compared on every corpus in this process: reasons per document
 with default params, and with C4 line removal in `annotate` mode (reasons, cleaned text, lines
@@ -51,6 +55,7 @@ from curation.params.heuristic import HeuristicFilterParams  # noqa: E402
 from curation.stages import heuristic as new_stage  # noqa: E402
 
 BASE_COMMIT = "473cf8c"  # the heuristic filter before the speed work of issue 9
+PREVIOUS_COMMIT = "826e817"  # ... after it, before the exact word ids without Arrow
 SAMPLE = ROOT / "examples" / "data" / "sample"
 
 
@@ -77,6 +82,18 @@ def synthetic_corpus(mb: float) -> pa.Array:
     return generate_chunk(0, docs, seed=0).docs.column("text").combine_chunks()
 
 
+def scale_corpus(directory: Path, mb: float) -> pa.Array:
+    """The first documents, about `mb` MB of text, of a `bench/scale.py generate` corpus."""
+    texts, size = [], 0.0
+    for path in sorted(directory.glob("part-*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=["text"]):
+            texts.append(batch.column(0))
+            size += megabytes(batch.column(0))
+            if size >= mb:
+                return pa.concat_arrays(texts)
+    return pa.concat_arrays(texts)
+
+
 def check_identical(old: Any, new: Any, texts: pa.Array) -> dict[str, Any]:
     """Decisions of both on `texts`: default params, and C4 line removal in annotate mode."""
     out: dict[str, Any] = {}
@@ -100,13 +117,15 @@ def check_identical(old: Any, new: Any, texts: pa.Array) -> dict[str, Any]:
     return out
 
 
-VARIANTS = ("old", "new", "new-default-malloc")
+VARIANTS = ("old", "previous", "new", "new-default-malloc")
 
 
 def child(variant: str, path: Path) -> dict[str, float]:
     """One timing, in this (fresh) process: CPU seconds of `evaluate_column` on the file's texts."""
     if variant == "old":
         module: Any = old_modules()
+    elif variant == "previous":
+        module = old_modules(PREVIOUS_COMMIT)
     else:
         module = new_stage
         if variant == "new-default-malloc":
@@ -154,6 +173,7 @@ def race(path: Path, size: float, rounds: int) -> dict[str, Any]:
         "mb_per_cpu_s": {v: round(size / median(col(v, "cpu_s")), 1) for v in VARIANTS},
         "mb_per_user_cpu_s": {v: round(size / median(col(v, "user_s")), 1) for v in VARIANTS},
         "speedup_new_over_old": ratio("new", "old"),
+        "speedup_new_over_previous": ratio("new", "previous"),
         "speedup_new_default_malloc_over_old": ratio("new-default-malloc", "old"),
         "speedup_new_over_new_default_malloc": ratio("new", "new-default-malloc"),
         "runs": {v: [{k: round(x, 3) for k, x in run.items()} for run in runs[v]] for v in VARIANTS},
@@ -165,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mb", type=float, default=30.0, help="text megabytes per corpus")
     parser.add_argument("--rounds", type=int, default=5, help="timings of each variant per corpus")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/...)")
+    parser.add_argument("--scale-corpus", type=Path, default=None, help="a `bench/scale.py generate` directory")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PARQUET"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -172,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     old = old_modules()
     results: dict[str, Any] = {}
-    print(f"{'corpus':10s} {'docs':>7s} {'MB':>6s}  MB per CPU-s: {'old':>6s} {'new':>6s} {'new, default malloc':>20s}  speedup")
+    print(f"{'corpus':10s} {'docs':>7s} {'MB':>6s}  MB per CPU-s: {'old':>6s} {'prev':>6s} {'new':>6s} "
+          f"{'new, default malloc':>20s}  speedup over old, previous")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, make in (("sample", sample_corpus), ("synthetic", synthetic_corpus)):
+        corpora: list[tuple[str, Any]] = [("sample", sample_corpus), ("synthetic", synthetic_corpus)]
+        if args.scale_corpus:
+            corpora.append(("scale", lambda mb: scale_corpus(args.scale_corpus, mb)))
+        for name, make in corpora:
             texts = make(args.mb)
             decisions = check_identical(old, new_stage, texts)
             path = Path(tmp) / f"{name}.parquet"
@@ -183,14 +208,16 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"documents": len(texts), **timing, "identical_decisions": decisions}
             rate = timing["mb_per_cpu_s"]
             print(
-                f"{name:10s} {len(texts):7d} {timing['megabytes']:6.1f}  {'':13s} {rate['old']:6.1f} {rate['new']:6.1f} "
-                f"{rate['new-default-malloc']:20.1f}  {timing['speedup_new_over_old']:.2f}"
+                f"{name:10s} {len(texts):7d} {timing['megabytes']:6.1f}  {'':13s} {rate['old']:6.1f} {rate['previous']:6.1f} "
+                f"{rate['new']:6.1f} {rate['new-default-malloc']:20.1f}  {timing['speedup_new_over_old']:.2f}, "
+                f"{timing['speedup_new_over_previous']:.2f}"
             )
     today = datetime.date.today().isoformat()
     out = args.out or ROOT / "bench" / "results" / f"heuristic-speed-{today}.json"
     report = {
         "what": "heuristic-filter evaluate_column, default params: MB of text per CPU second (user + system), one core",
         "base_commit": BASE_COMMIT,
+        "previous_commit": PREVIOUS_COMMIT,
         "date": today,
         "machine": {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
                     "numpy": np.__version__, "pyarrow": pa.__version__},

@@ -4,16 +4,20 @@ A shard's texts are split once into words, lines and paragraphs by Arrow (`TextB
 computed lazily and shared by all rule families). The measures are numpy work on the UTF-8 bytes of
 those units, never a regular expression per word:
 
-- words are Arrow's `ascii_split_whitespace` of the text with the few non-ASCII whitespace
-  characters (and U+001C..U+001F) overwritten by spaces first: exactly `str.split()`'s words;
+- words are the maximal runs of bytes other than ASCII whitespace and the few non-ASCII
+  whitespace characters (and U+001C..U+001F): exactly `str.split()`'s words, found with numpy on
+  the bytes and compacted by one Arrow filter (no Arrow split, no list array);
 - character classes come from byte comparisons for ASCII and from a code-point table for the rest,
   filled lazily from RE2's own `\\p{P}`, `\\p{S}` and `\\pL`, so the rules mean exactly what the
   regular expressions they replace meant; "the word holds a letter" is decided by its first byte
   or, for the few words where that is not enough, a `logical_or.reduceat` over its bytes;
 - line prefixes and suffixes are compared as bytes; stop words are matched as 8-byte integers;
   `#`, ellipses, newlines and C4's sentence ends are counted on the bytes of the whole batch;
+- words get ids per document (`exact_ids`): a word of up to 7 bytes is its own 64-bit key, a
+  longer one a hash that is checked byte by byte against the word it is grouped with, so two
+  different words never share an id (no Arrow dictionary encoding);
 - repeated lines, paragraphs and word n-grams are grouped exactly by sorting keys packed into one
-  uint64 (no hashing, so no collisions), and only among candidates that can still repeat.
+  uint64 (ids, never hashes), and only among candidates that can still repeat.
 
 Nothing here loops over documents in Python.
 
@@ -53,6 +57,7 @@ EXTRA_WHITESPACE = "\x1c\x1d\x1e\x1f\x85\xa0\u1680" + "".join(map(chr, range(0x2
 )
 PACKED_MAX = 7  # list words up to this many ASCII bytes are compared as one uint64 (8th byte: length)
 CLOSER_ROUNDS = 16  # longer runs of closing quotes and brackets after a sentence end: Arrow counts
+ID_CHUNK = 1 << 16  # strings given ids together (whole documents): the work stays in cache
 TRIM_ROUNDS = 16  # words with longer punctuation runs at an end are trimmed by Arrow instead
 
 # ---- bytes and character classes -------------------------------------------------------------
@@ -101,6 +106,13 @@ def find_sequences(values: np.ndarray, sequences: Iterable[bytes], candidates: n
     return np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
 
 
+def _ascii_space(v: np.ndarray) -> np.ndarray:
+    """ASCII whitespace bytes (tab, newline, vertical tab, form feed, carriage return, space)."""
+    out = (v - np.uint8(9)) < np.uint8(5)
+    out |= v == 0x20
+    return out
+
+
 def _letters(v: np.ndarray) -> np.ndarray:
     """ASCII letters among bytes."""
     return ((v | np.uint8(0x20)) - np.uint8(97)) < np.uint8(26)
@@ -128,6 +140,16 @@ def _char_flags(values: np.ndarray, positions: np.ndarray, at: np.ndarray) -> tu
     return other, letter
 
 
+def _compress(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`values[keep]` for uint8 `values`, by Arrow's filter on a bit-packed mask (faster than
+    numpy's boolean indexing on bytes)."""
+    if not len(values):
+        return values
+    bits = pa.py_buffer(np.packbits(keep, bitorder="little"))
+    kept = pc.filter(pa.array(values), pa.Array.from_buffers(pa.bool_(), len(keep), [None, bits]))
+    return np.frombuffer(kept.buffers()[1], dtype=np.uint8, count=len(kept), offset=kept.offset)
+
+
 def gather_spans(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The bytes of the spans [start, end), one after another, and their offsets."""
     lengths = ends - starts
@@ -152,6 +174,196 @@ def _any_in_spans(flags: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
     bounds = np.empty(2 * len(starts), dtype=np.int64)
     bounds[0::2], bounds[1::2] = starts, ends
     return np.logical_or.reduceat(padded, bounds)[0::2]
+
+
+# ---- exact ids of byte strings ----------------------------------------------------------------
+
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+_LONG = np.uint64(1 << 63)  # set in the key of every unit of 8 or more bytes
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place: a bijection of uint64, every output bit depending on all
+    input bits (so the top bits of the result spread the keys evenly)."""
+    x ^= x >> np.uint64(30)
+    x *= _MIX1
+    x ^= x >> np.uint64(27)
+    x *= _MIX2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _u64_reader(values: np.ndarray) -> np.ndarray:
+    """x[i] = the 8 bytes of `values` from position i on, little-endian (zeros past the end)."""
+    padded = np.zeros(len(values) + 8, dtype=np.uint8)
+    padded[: len(values)] = values
+    return np.ndarray((len(values) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+
+
+def unit_keys(as_u64: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """A uint64 key per byte string [offsets[i], offsets[i + 1]) (read through `_u64_reader`).
+
+    A string of up to 7 bytes is its key, exactly: its bytes in the low 7 bytes and its length in
+    the top one (0..7), so equal keys are equal strings. A longer one's key is a hash of its
+    length and bytes (its first and last 8 bytes, which overlap or meet up to 16 bytes; all of
+    them beyond) with the top bit set, so it never equals a short string's key; equal keys of long
+    strings are only candidates (see `exact_ids`)."""
+    starts, ends = offsets[:-1], offsets[1:]
+    lengths = ends - starts
+    keys = as_u64[starts]
+    clipped = np.minimum(lengths, 7).astype(np.uint64)
+    keys &= (np.uint64(1) << (clipped << np.uint64(3))) - np.uint64(1)  # the string's bytes
+    keys |= clipped << np.uint64(56)
+    long = np.flatnonzero(lengths >= 8)
+    if len(long):
+        h = lengths[long].astype(np.uint64) * _HASH_MUL
+        h ^= as_u64[starts[long]]
+        h = _mix64(h)
+        h ^= as_u64[ends[long] - 8]
+        h = _mix64(h)
+        longer = np.flatnonzero(lengths[long] > 16)
+        if len(longer):  # the bytes between the first and last 8, 8 at a time
+            at, stop = starts[long[longer]] + 8, ends[long[longer]] - 8
+            hl = h[longer]
+            active = np.arange(len(longer))
+            while len(active):
+                rest = stop[active] - at[active]
+                chunk = as_u64[at[active]]
+                partial = rest < 8
+                chunk[partial] &= _LENGTH_MASKS[rest[partial]]
+                hl[active] = _mix64((hl[active] ^ chunk) * _HASH_MUL)
+                at[active] += 8
+                active = active[at[active] < stop[active]]
+            h[longer] = hl
+        keys[long] = h | _LONG
+    return keys
+
+
+def _same_strings(as_u64: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether string a[i] equals string b[i] for every i (all of 8 bytes or more), comparing
+    8 bytes at a time: the first 8, the last 8, then the ones between."""
+    lengths = offsets[1:][a] - offsets[:-1][a]
+    if not np.array_equal(lengths, offsets[1:][b] - offsets[:-1][b]):
+        return False
+    at_a, at_b = offsets[:-1][a], offsets[:-1][b]
+    if not np.array_equal(as_u64[at_a], as_u64[at_b]):
+        return False
+    if not np.array_equal(as_u64[at_a + lengths - 8], as_u64[at_b + lengths - 8]):
+        return False
+    more = lengths > 16
+    at_a, at_b, left = at_a[more] + 8, at_b[more] + 8, lengths[more] - 16
+    while len(left):
+        diff = as_u64[at_a] ^ as_u64[at_b]
+        partial = left < 8
+        diff[partial] &= _LENGTH_MASKS[left[partial]]
+        if diff.any():
+            return False
+        more = left > 8
+        at_a, at_b, left = at_a[more] + 8, at_b[more] + 8, left[more] - 8
+    return True
+
+
+def exact_ids(
+    values: np.ndarray, offsets: np.ndarray, doc_bounds: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """An int64 id per byte string [offsets[i], offsets[i + 1]) of `values`: equal strings of one
+    document get equal ids, all other pairs different ones; ids are below twice the number of
+    strings. And True for each string whose id occurs more than once. The strings of document d
+    are [doc_bounds[d], doc_bounds[d + 1]) (None: one document). None in the (astronomically
+    rare) case that two different long strings share their 64-bit hash.
+
+    The keys of `unit_keys`, times an odd constant (a bijection whose top bits depend on every key
+    bit), have their top bits packed between the document and the string's index inside it into
+    one uint64 sorted with numpy's SIMD sort: equal keys of a document land together, in index
+    order, without an argsort, and every later gather stays inside one document's strings.
+    Strings whose truncated keys collide while their full keys differ get ids of their own from
+    the full keys; then every long string is compared byte by byte with the one before it of the
+    same id, so an id never joins two different strings."""
+    m = len(offsets) - 1
+    ids = np.empty(m, dtype=np.int64)
+    recurring = np.zeros(m, dtype=bool)
+    if m == 0:
+        return ids, recurring
+    if doc_bounds is None:
+        doc_bounds = np.array([0, m], dtype=np.int64)
+    as_u64 = _u64_reader(values)
+    # Whole documents of about ID_CHUNK strings at a time: the arrays of a chunk stay in cache.
+    cuts = np.unique(doc_bounds[np.searchsorted(doc_bounds, np.arange(0, m, ID_CHUNK))])
+    cuts = cuts[cuts < m]
+    for lo, hi in zip(cuts.tolist(), [*cuts[1:].tolist(), m], strict=True):
+        inside = doc_bounds[(doc_bounds >= lo) & (doc_bounds <= hi)]
+        found = _exact_ids_chunk(as_u64, offsets[lo : hi + 1], inside - lo)
+        if found is None:
+            return None
+        ids[lo:hi] = found[0] + 2 * lo
+        recurring[lo:hi] = found[1]
+    return ids, recurring
+
+
+def _exact_ids_chunk(
+    as_u64: np.ndarray, offsets: np.ndarray, doc_bounds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`exact_ids` of some whole documents (doc_bounds from 0 to their strings)."""
+    m = len(offsets) - 1
+    keys = unit_keys(as_u64, offsets)
+    runs = np.diff(doc_bounds)
+    doc_bits, local_bits = _bit_width(len(runs) - 1), _bit_width(int(runs.max()) - 1)
+    parent = None
+    if len(runs) == 1:
+        doc_bits = 0
+    elif doc_bits + local_bits > 40:  # too little room for the key: the global index instead
+        parent = np.repeat(np.arange(len(runs)), runs)  # and a group ends where its document does
+        doc_bits, local_bits = 0, _bit_width(m - 1)
+    key_bits = 64 - doc_bits - local_bits
+    # packed = doc | top key bits | index inside the document
+    packed = keys * _HASH_MUL
+    packed >>= np.uint64(64 - key_bits)
+    packed <<= np.uint64(local_bits)
+    packed += np.arange(m, dtype=np.uint64)
+    if doc_bits:
+        shift = np.uint64(key_bits + local_bits)
+        packed += np.repeat((np.arange(len(runs), dtype=np.uint64) << shift) - doc_bounds[:-1].astype(np.uint64), runs)
+    packed.sort()
+    local = (packed & np.uint64((1 << local_bits) - 1)).view(np.int64)
+    packed >>= np.uint64(local_bits)
+    new_group = np.empty(m, dtype=bool)
+    new_group[0] = True
+    np.not_equal(packed[1:], packed[:-1], out=new_group[1:])
+    if doc_bits:
+        order = doc_bounds[(packed >> np.uint64(key_bits)).view(np.int64)] + local
+    else:
+        order = local
+        if parent is not None:
+            sorted_parent = parent[order]
+            new_group[1:] |= sorted_parent[1:] != sorted_parent[:-1]
+    del packed
+    group = np.cumsum(new_group) - 1
+    ids = np.empty(m, dtype=np.int64)
+    ids[order] = group
+    sorted_keys = keys[order]
+    same_id = ~new_group[1:]
+    clash = same_id & (sorted_keys[1:] != sorted_keys[:-1])
+    if clash.any():  # truncated keys collide: those groups take ids from their full keys
+        at = np.flatnonzero(np.isin(group, group[1:][clash]))  # whole groups, in sorted order
+        sub_keys, sub_groups = keys[order[at]], group[at]
+        by_key = np.lexsort((sub_keys, sub_groups))  # a group is one document's
+        sub_keys, sub_groups = sub_keys[by_key], sub_groups[by_key]
+        fresh = np.ones(len(at), dtype=bool)
+        fresh[1:] = (sub_keys[1:] != sub_keys[:-1]) | (sub_groups[1:] != sub_groups[:-1])
+        order[at] = order[at][by_key]  # equal ids together
+        ids[order[at]] = int(group[-1]) + np.cumsum(fresh)
+        sorted_keys, sorted_ids = keys[order], ids[order]
+        same_id = sorted_ids[1:] == sorted_ids[:-1]
+    # Equal ids are contiguous in `order`: each long string against the one before it.
+    pair = np.flatnonzero(same_id & (sorted_keys[1:] >= _LONG))
+    if not _same_strings(as_u64, offsets, order[pair + 1], order[pair]):
+        return None
+    repeats = np.zeros(m, dtype=bool)
+    pair = np.flatnonzero(same_id)
+    repeats[order[pair]] = True
+    repeats[order[pair + 1]] = True
+    return ids, repeats
 
 
 # ---- units ---------------------------------------------------------------------------------
@@ -226,9 +438,24 @@ class Units:
         return np.diff(self.buffer[1])
 
     @cached_property
+    def _ids(self) -> tuple[np.ndarray, np.ndarray]:
+        found = exact_ids(*self.buffer, self.doc_bounds)
+        if found is None:  # two different values share a 64-bit hash: Arrow's hash table decides
+            ids = _np(pc.dictionary_encode(self.values).indices, np.int64)
+            return ids, np.bincount(ids)[ids] > 1
+        return found
+
+    @property
     def ids(self) -> np.ndarray:
-        """Dense id per distinct value over the whole batch (equal strings, equal ids)."""
-        return _np(pc.dictionary_encode(self.values).indices, np.int64)
+        """An id per distinct value of each document (equal strings of one document, equal ids;
+        the same string in two documents may get two), small non-negative integers (see
+        `exact_ids`)."""
+        return self._ids[0]
+
+    @property
+    def recurring(self) -> np.ndarray:
+        """True for each unit whose id (see `ids`) some other unit has too."""
+        return self._ids[1]
 
     @cached_property
     def repeated(self) -> np.ndarray:
@@ -275,17 +502,6 @@ class Units:
                     cand, base = cand[hit], base[hit]
             out[cand] = True
         return out
-
-
-def _split(lists: pa.Array, strip: bool) -> Units:
-    """Units from a list<string> array: optionally whitespace-trimmed, empty ones dropped (their
-    zero bytes leave the others contiguous, so dropping them only rewrites the offsets)."""
-    list_offsets = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
-    parent = np.repeat(np.arange(len(lists), dtype=np.int64), np.diff(list_offsets))
-    values = pc.list_flatten(lists)
-    if strip:
-        return _trimmed_units(values, parent, len(lists))
-    return _nonempty_units(values, parent, len(lists))
 
 
 def _trimmed_units(values: pa.Array, parent: np.ndarray, n_docs: int) -> Units:
@@ -382,13 +598,18 @@ class TextBatch:
 
     @cached_property
     def words(self) -> Units:
-        """Whitespace-separated words, as `str.split()`: Arrow's ASCII split, after overwriting the
-        bytes of the other whitespace characters (U+001C..U+001F, U+0085, U+00A0, U+1680,
-        U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000) with spaces."""
+        """Whitespace-separated words, as `str.split()`: maximal runs of bytes other than ASCII
+        whitespace (tab, newline, vertical tab, form feed, carriage return, space) and the other
+        whitespace characters (U+001C..U+001F, U+0085, U+00A0, U+1680, U+2000..U+200A, U+2028,
+        U+2029, U+202F, U+205F, U+3000), inside one text.
+
+        Words hold every non-whitespace byte, in order, so their bytes are the texts' bytes with
+        the whitespace left out (one filter) and their offsets the running sum of their lengths:
+        no split into a list array, no string copied one by one."""
         values, offsets = self._bytes
-        texts = self.texts
         high = self._high
         leads = values[high]
+        space = _ascii_space(values)
         suspects = np.concatenate(
             [np.flatnonzero((values - np.uint8(0x1C)) < np.uint8(4)), high[(leads == 0xC2) | ((leads - np.uint8(0xE1)) < 3)]]
         )
@@ -397,13 +618,29 @@ class TextBatch:
             for size in (2, 3):
                 found = find_sequences(values, [c.encode() for c in EXTRA_WHITESPACE if len(c.encode()) == size], suspects)
                 spaces += [found + k for k in range(size)]
-            spaced = values.copy()
-            spaced[np.concatenate(spaces)] = 0x20  # words keep every byte they had
-            texts = pa.Array.from_buffers(
-                pa.large_string(), self.n, [None, pa.py_buffer(offsets), pa.py_buffer(spaced)]
-            )
-        # Trimmed first, a text splits into no empty word (but an empty text into one).
-        return _split(pc.ascii_split_whitespace(pc.ascii_trim_whitespace(texts)), strip=False)
+            space[np.concatenate(spaces)] = True
+        inside = ~space
+        # A word starts at a non-space byte after a space or at a text's start, and ends after a
+        # non-space byte before a space or at a text's end.
+        first = inside.copy()
+        first[1:] &= space[:-1]
+        last = inside.copy()
+        last[:-1] &= space[1:]
+        text_starts = offsets[:-1][offsets[:-1] < offsets[1:]]  # of non-empty texts
+        first[text_starts] = inside[text_starts]
+        text_ends = offsets[1:][offsets[1:] > offsets[:-1]] - 1
+        last[text_ends] = inside[text_ends]
+        starts = np.flatnonzero(first)
+        lengths = np.flatnonzero(last) + 1 - starts
+        word_offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=word_offsets[1:])
+        word_bytes = _compress(values, inside)
+        bounds = np.searchsorted(starts, offsets)
+        parent = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(bounds))
+        words = pa.Array.from_buffers(
+            pa.large_string(), len(starts), [None, pa.py_buffer(word_offsets), pa.py_buffer(word_bytes)]
+        )
+        return Units(words, parent, self.n)
 
     @cached_property
     def word_count(self) -> np.ndarray:
@@ -792,6 +1029,25 @@ def repeated_groups(
     return order[kept], first
 
 
+def _repeated_groups_by_doc(
+    keys: Sequence[np.ndarray], doc: np.ndarray, key_max: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`repeated_groups(keys, doc, key_max)` over whole documents of about ID_CHUNK items at a
+    time (the work stays in cache); groups never span documents, so they come out the same,
+    grouped document by document."""
+    m = len(doc)
+    if m <= ID_CHUNK:
+        return repeated_groups(keys, doc, key_max)
+    cuts = np.searchsorted(doc, doc[np.arange(0, m, ID_CHUNK)])  # a document's first item
+    cuts = np.unique(cuts)
+    members, firsts = [], []
+    for lo, hi in zip(cuts.tolist(), [*cuts[1:].tolist(), m], strict=True):
+        found, first = repeated_groups([k[lo:hi] for k in keys], doc[lo:hi], key_max)
+        members.append(found + lo)
+        firsts.append(first)
+    return np.concatenate(members), np.concatenate(firsts)
+
+
 def _members(m: int, link: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted items in a group of two or more, given the links (item i continues item i - 1's
     group at i = link + 1), and True at each group's first item."""
@@ -816,12 +1072,14 @@ def ngram_char_fractions(
     n_docs: int,
     top_sizes: Iterable[int],
     dup_sizes: Iterable[int],
+    recurring: np.ndarray | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Word n-gram repetition per document, as fractions of the document's word characters.
 
     Returns ({n: chars of all occurrences of the most frequent repeated n-gram},
     {n: chars of words inside any occurrence, after the first, of a repeated n-gram});
-    n = 1 is not measured (single words repeat everywhere) and reads 0.
+    `recurring` (if known): True for each word whose id occurs more than once. n = 1 is not
+    measured (single words repeat everywhere) and reads 0.
 
     An n-gram can repeat only where its (n-1)-gram prefix repeats, so after n=2 only the start
     positions of repeated (n-1)-grams are extended and grouped: the candidates shrink fast. Each
@@ -838,14 +1096,14 @@ def ngram_char_fractions(
     if total < 2:
         return top, dup
     word_max = int(ids.max())
-    # n = 2 over every position; a pair that crosses into the next document gets a first word
-    # id no real word has, so it matches nothing.
-    group = ids[:-1].copy()
-    cross = doc_bounds[1:-1]
-    group[cross[(cross > 0) & (cross < total)] - 1] = word_max + 1
-    members, first = repeated_groups([group, ids[1:]], parent[:-1], [word_max + 1, word_max])
-    group_max = word_max + 1
-    starts = limit = np.zeros(0, dtype=np.int64)
+    # n = 2 over the positions whose two words both have an id that occurs more than once (a
+    # necessary condition for the pair to repeat), inside one document.
+    multi = recurring if recurring is not None else np.bincount(ids)[ids] > 1
+    pairs = np.flatnonzero(multi[:-1] & multi[1:] & (parent[:-1] == parent[1:]))
+    members, first = _repeated_groups_by_doc([ids[pairs], ids[pairs + 1]], parent[pairs], [word_max, word_max])
+    members = pairs[members]
+    group = starts = limit = np.zeros(0, dtype=np.int64)
+    group_max = word_max
     for n in range(2, max(top_sizes | dup_sizes, default=0) + 1):
         if n > 2:
             inside = starts + (n - 1) < limit  # the n-gram ends inside its document
@@ -915,6 +1173,7 @@ def gopher_repetition_measures(batch: TextBatch, rules: GopherRepetitionRules) -
         batch.n,
         rules.max_top_ngram_char_frac,
         rules.max_dup_ngram_char_frac,
+        words.recurring,
     )
     return {
         "dup_line_frac": dup_line,
