@@ -45,6 +45,7 @@ from curation.dataset import (
     read_table,
 )
 from curation.errors import InputDataError, StepError
+from curation.memory import release_freed_memory
 
 ROW = "_row"  # row of a document in its shard's universe
 BYTES = "_bytes"  # UTF-8 bytes of the document's text (kept beside the text: stats without reading it)
@@ -323,6 +324,7 @@ class CorpusView:
         """`universe`; with `alive_only` its table holds the alive rows alone (`table.filter(alive)`),
         and the canonical columns asked for (the text, ...) are read after the decisions, for the
         canonical rows still alive only: no copy of the whole text to drop the removed rows."""
+        release_freed_memory()  # what the previous shard left on the heap
         wanted = None if columns is None else set(columns)
         canon_schema = self.corpus.schema()
         canon_names = canon_schema.names

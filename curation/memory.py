@@ -9,8 +9,10 @@ steps was system time (heuristic filter 24 of 81 CPU-s per rank, exact hashing 1
 
 `tune_allocators()` (once per process, from `run_rank`) makes Arrow allocate through the system
 allocator and lets glibc keep blocks up to 32 MiB on its heap and up to 256 MiB of freed heap
-before trimming. The peak is unchanged; freed memory is reused instead of faulted in again.
-Nothing is decided differently. `THRESHER_DEFAULT_ALLOCATORS=1` turns it off.
+before trimming: freed memory is reused instead of faulted in again. Between units of work (each
+shard a map step reads, each partition a reduce reads) `release_freed_memory()` trims the heap,
+so what one unit left behind does not add up over the next ones (a rank's peak is that of its
+biggest unit, not a growing high-water mark). Nothing is decided differently. `THRESHER_DEFAULT_ALLOCATORS=1` turns it off.
 """
 
 from __future__ import annotations
@@ -26,15 +28,33 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 _state: dict[str, bool] = {}
 
 
+_libc: list[ctypes.CDLL] = []  # glibc, once tuned
+
+
 def _tune_glibc() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
+        libc.malloc_trim  # noqa: B018 - glibc has it; without it, leave the defaults alone
     except (OSError, AttributeError):  # musl and others: nothing to tune
         return False
-    return int(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) == 1 and int(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) == 1
+    tuned = int(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) == 1 and int(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) == 1
+    if tuned:
+        _libc.append(libc)
+    return tuned
+
+
+def release_freed_memory() -> None:
+    """Between units of work (a shard, a partition): give the heap's free memory back to the OS.
+
+    Kept freed memory serves the batches *within* a unit; across units it only piles up. Measured
+    on the 10M-document run (`ingest.check`, ten 18 MB partitions per rank): the rank's RSS grew
+    from 195 to 257 MB, partition after partition, with 18 MB live; trimmed before each partition,
+    212 MB. Nothing to do when the allocators were not tuned (`malloc_trim` is glibc's)."""
+    if _libc:
+        _libc[0].malloc_trim(0)
 
 
 def tune_allocators() -> bool:

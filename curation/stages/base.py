@@ -32,6 +32,7 @@ from curation.corpus import (
 )
 from curation.dataset import TEXT, Location, commit_staged, read_table, staging_path
 from curation.errors import StepError
+from curation.memory import release_freed_memory
 from curation.plan import Step
 from curation.spec import PipelineSpec
 
@@ -68,6 +69,7 @@ class StepContext:
     def read_partition(self, step: str, partition: int, schema: pa.Schema, writer: str | None = None) -> pa.Table:
         """Every rank's rows for one partition of folder `step`, written by the map step `writer`
         (default: the step of that name); a rank that had no rows for it wrote no file."""
+        release_freed_memory()  # what the previous partition left on the heap
         ranks = self.peer(writer or step).world_size
         tables = [read_table(f) for f in (self.partition_file(step, partition, r) for r in range(ranks))
                   if f.exists()]
@@ -184,6 +186,16 @@ def text_bytes(table: pa.Table) -> int:
     return int(pc.sum(pc.binary_length(table.column(TEXT).cast(pa.large_binary()))).as_py() or 0)
 
 
+def split_bytes(table: pa.Table, kept: np.ndarray) -> tuple[int, int]:
+    """UTF-8 bytes of a table's documents and of its `kept` rows (from `_bytes` when present:
+    no copy of the text to count the kept rows' bytes)."""
+    if BYTES not in table.column_names or table.num_rows == 0:
+        return text_bytes(table), text_bytes(table.select([c for c in (TEXT,) if c in table.column_names])
+                                              .filter(pa.array(kept)))
+    sizes = np.asarray(pc.fill_null(table.column(BYTES), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return int(sizes.sum()), int(sizes[kept].sum())
+
+
 # A decision: per row, None (keep) or the reason for rejection.
 Reasons = Sequence[str | None]
 
@@ -262,8 +274,7 @@ class Stage:
         stats = StageStats()
         stats.docs_in = table.num_rows
         stats.docs_out = int(mask.sum())
-        stats.bytes_in = text_bytes(table)
-        stats.bytes_out = text_bytes(table.filter(pa.array(mask)))
+        stats.bytes_in, stats.bytes_out = split_bytes(table, mask)
         stats.removed.update(r for r in reasons if r is not None)
         self.write_decisions(ctx, shard, decisions)
         return stats.to_dict()

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from curation.corpus import ROW, decision_table
 from curation.dataset import TEXT, Location, read_table, write_table_atomic
 from curation.errors import SpecError, StepError
-from curation.stages.base import Stage, StageStats, StepContext, text_bytes
+from curation.stages.base import Stage, StageStats, StepContext, split_bytes
 
 QUALITY, PERPLEXITY = "quality_score", "perplexity"
 REASONS = {QUALITY: "low-quality-score", PERPLEXITY: "high-perplexity"}
@@ -299,7 +299,7 @@ class QualityScoreStage(Stage):
             self.write_decisions(ctx, shard, decision_table(rows, reasons, annotations))
             stats = StageStats()
             stats.docs_in, stats.docs_out = table.num_rows, int(keep.sum())
-            stats.bytes_in, stats.bytes_out = text_bytes(table), text_bytes(table.filter(pa.array(keep)))
+            stats.bytes_in, stats.bytes_out = split_bytes(table, keep)
             stats.removed.update({REASONS[signal]: int((~keep).sum())} if (~keep).any() else {})
             return stats.to_dict()
 
