@@ -17,6 +17,7 @@ Removal lists are `curation.stages.removals` (shared by the four dedup stages).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -124,7 +125,8 @@ class ExactDedupStage(Stage):
         return stats.to_dict()
 
     def step_select(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:
-        removed_keys, removed_dup_of, sizes = [], [], []
+        removed_keys, removed_dup_of = [], []
+        histogram: Counter[str] = Counter()  # group sizes, merged partition by partition (not kept per group)
         for p in range(rank, self._partitions(ctx), world_size):
             table = ctx.read_partition("hash", p, HASH_SCHEMA)
             if table.num_rows == 0:
@@ -135,16 +137,15 @@ class ExactDedupStage(Stage):
             )
             removed_keys.append(cols["key"][removed])
             removed_dup_of.append(table.column("id").take(pa.array(keeper, pa.int64())).combine_chunks())
-            sizes.append(group_sizes)
-            del table, cols, removed, keeper  # before the next partition is read: one in memory at a time
+            histogram.update(size_histogram(group_sizes))
+            del table, cols, removed, keeper, group_sizes  # before the next partition is read: one in memory at a time
         keys = np.concatenate(removed_keys) if removed_keys else np.zeros(0, np.uint64)
         dup_of = pa.concat_arrays(removed_dup_of) if removed_dup_of else pa.array([], pa.string())
         table = pa.table({"key": pa.array(keys, pa.uint64()), DUP_OF: dup_of}, schema=REMOVALS_SCHEMA)
         write_removals(ctx.scratch.join("select", f"r{rank:05d}.parquet"), table)
         stats = StageStats()
-        histogram = size_histogram(np.concatenate(sizes)) if sizes else {}
         if histogram:
-            stats.extra = {"cluster_sizes": histogram}
+            stats.extra = {"cluster_sizes": dict(sorted(histogram.items(), key=lambda kv: int(kv[0])))}
         return stats.to_dict()
 
     def step_filter(self, ctx: StepContext, rank: int, world_size: int) -> dict[str, Any]:

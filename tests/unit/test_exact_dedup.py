@@ -119,9 +119,12 @@ def test_results_do_not_depend_on_parallelism(tmp_path: Path, parallelism: int) 
 
 def test_more_hash_partitions_than_ranks_give_the_same_result(tmp_path: Path) -> None:
     texts = [f"text {i % 9}" for i in range(50)]
-    plain, _ = _run(tmp_path / "plain", texts)
-    split, _ = _run(tmp_path / "split", texts, partitions=7)
+    plain, plain_summary = _run(tmp_path / "plain", texts)
+    split, split_summary = _run(tmp_path / "split", texts, partitions=7)
     assert output_rows(plain) == output_rows(split)
+    # Group sizes are merged partition by partition: the same histogram (50 = 5 groups of 6 + 4 of 5)
+    assert plain_summary["stages"][1]["extra"]["cluster_sizes"] == {"5": 4, "6": 5}
+    assert split_summary["stages"][1]["extra"]["cluster_sizes"] == {"5": 4, "6": 5}
 
 
 def test_rerunning_ranks_and_recovering_from_a_kill_give_identical_files(tmp_path: Path) -> None:
