@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.params.heuristic import C4Rules, FineWebRules, GopherQualityRules, GopherRepetitionRules
-from curation.stages.minhash_math import utf8_buffer
+from curation.stages.minhash_math import fmix64, utf8_buffer
 
 Check = tuple[str, np.ndarray]  # (rule name, True where the document fails the rule)
 
@@ -178,20 +178,8 @@ def _any_in_spans(flags: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
 
 # ---- exact ids of byte strings ----------------------------------------------------------------
 
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 _LONG = np.uint64(1 << 63)  # set in the key of every unit of 8 or more bytes
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, in place: a bijection of uint64, every output bit depending on all
-    input bits (so the top bits of the result spread the keys evenly)."""
-    x ^= x >> np.uint64(30)
-    x *= _MIX1
-    x ^= x >> np.uint64(27)
-    x *= _MIX2
-    x ^= x >> np.uint64(31)
-    return x
 
 
 def _u64_reader(values: np.ndarray) -> np.ndarray:
@@ -219,9 +207,9 @@ def unit_keys(as_u64: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     if len(long):
         h = lengths[long].astype(np.uint64) * _HASH_MUL
         h ^= as_u64[starts[long]]
-        h = _mix64(h)
+        h = fmix64(h)
         h ^= as_u64[ends[long] - 8]
-        h = _mix64(h)
+        h = fmix64(h)
         longer = np.flatnonzero(lengths[long] > 16)
         if len(longer):  # the bytes between the first and last 8, 8 at a time
             at, stop = starts[long[longer]] + 8, ends[long[longer]] - 8
@@ -232,7 +220,7 @@ def unit_keys(as_u64: np.ndarray, offsets: np.ndarray) -> np.ndarray:
                 chunk = as_u64[at[active]]
                 partial = rest < 8
                 chunk[partial] &= _LENGTH_MASKS[rest[partial]]
-                hl[active] = _mix64((hl[active] ^ chunk) * _HASH_MUL)
+                hl[active] = fmix64((hl[active] ^ chunk) * _HASH_MUL)
                 at[active] += 8
                 active = active[at[active] < stop[active]]
             h[longer] = hl
