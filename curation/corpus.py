@@ -86,8 +86,8 @@ IN_PLACE_SIDE = (ID, BYTES, INGEST_REASON)  # what ingest writes for a shard rea
 
 def _read_row_groups(file: dict[str, Any], entry: dict[str, Any], columns: list[str],
                      rows: np.ndarray | None = None) -> pa.Table:
-    """Columns of an in-place shard's row groups, after checking that the file is the one ingest read;
-    `rows`: a bool per row of the shard, only those rows are returned (None: all)."""
+    """Columns of an in-place shard's row groups, after checking that the file is the one ingest read
+    (size, modification time, rows in those row groups); `rows`: a bool per row of the shard, only those rows are returned (None: all)."""
     loc = Location.of(str(file.get("uri") or file["path"]))
     try:
         info = loc.fs.get_file_info(loc.path)
@@ -108,9 +108,9 @@ def _read_row_groups(file: dict[str, Any], entry: dict[str, Any], columns: list[
           loc.fs.open_input_file(loc.path) as f):
         pf = pq.ParquetFile(f, pre_buffer=True, buffer_size=READ_BUFFER)
         meta = pf.metadata
-        if rows is not None and all(0 <= g < meta.num_row_groups for g in groups):  # else Arrow's error
+        if all(0 <= g < meta.num_row_groups for g in groups):  # else Arrow's error
             held = sum(meta.row_group(g).num_rows for g in groups)
-            if held != len(rows):
+            if held != int(entry["rows"]):
                 raise InputDataError(f"{file['path']}: row groups {entry['row_groups']} hold {held} rows, ingest "
                                      f"read {entry['rows']}; the input changed: restore it or rerun with --restart")
         # pf.read_row_groups(groups, columns), in small batches (dataset.read_parquet)
@@ -213,10 +213,7 @@ class Corpus:
             out.update({c: side.column(c) for c in side_cols})
         count = int(entry["rows"]) if rows is None else int(np.count_nonzero(rows))
         if user:
-            read = _read_row_groups(file, entry, user, rows)
-            if rows is None and read.num_rows != count:
-                raise InputDataError(f"{file['path']}: row groups {entry['row_groups']} hold {read.num_rows} rows, "
-                                     f"ingest read {count}; the input changed: restore it or rerun with --restart")
+            read = _read_row_groups(file, entry, user, rows)  # checks the row groups hold the shard's rows
             for c in wanted:
                 if c == TEXT:
                     out[c] = _canonical_text(read.column(text_field), bool(entry.get("clean")))

@@ -103,12 +103,10 @@ class PartitionWriter:
         # One take of the whole table, then zero-copy slices: a take per partition would cost
         # the table's size per partition (pyarrow combines a chunked column's chunks to take).
         grouped = table.take(pa.array(order, pa.int64()))
-        del table, order
         for p in np.flatnonzero(np.diff(bounds)).tolist():
             part = grouped.slice(int(bounds[p]), int(bounds[p + 1] - bounds[p]))
             self.buffers.setdefault(p, []).append(part)
             self.buffered += part.nbytes
-        del grouped
         if self.buffered >= self.budget:
             self.flush()
 
@@ -190,8 +188,8 @@ def split_bytes(table: pa.Table, kept: np.ndarray) -> tuple[int, int]:
     """UTF-8 bytes of a table's documents and of its `kept` rows (from `_bytes` when present:
     no copy of the text to count the kept rows' bytes)."""
     if BYTES not in table.column_names or table.num_rows == 0:
-        return text_bytes(table), text_bytes(table.select([c for c in (TEXT,) if c in table.column_names])
-                                              .filter(pa.array(kept)))
+        texts = table.select([TEXT]) if TEXT in table.column_names else table
+        return text_bytes(texts), text_bytes(texts.filter(pa.array(kept)))
     sizes = np.asarray(pc.fill_null(table.column(BYTES), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
     return int(sizes.sum()), int(sizes[kept].sum())
 
